@@ -1,0 +1,7 @@
+//! The ioreq protocol engine: request validation and the per-vCPU / buffered dispatch.
+
+pub mod decode;
+pub mod engine;
+
+pub use decode::{Decoded, DecodeError, Dir, IoAccess, Space};
+pub use engine::{Engine, EngineError, Stats};

@@ -1,0 +1,18 @@
+//! q35dm: a Q35 / PCIe device model for Xen HVM guests.
+//!
+//! See ARCHITECTURE.md for the code map. Everything guest-facing is in this library; the
+//! `q35dm` binary (src/main.rs) only parses the command line and wires the pieces together.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod device;
+pub mod ioreq;
+pub mod logging;
+pub mod memory;
+pub mod pci;
+pub mod runtime;
+pub mod sim;
+pub mod xen;
