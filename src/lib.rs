@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod cmdline;
 pub mod device;
 pub mod ioreq;
 pub mod logging;
@@ -16,3 +17,4 @@ pub mod pci;
 pub mod runtime;
 pub mod sim;
 pub mod xen;
+pub mod xenstore;
