@@ -153,11 +153,7 @@ pub fn init_capture(level: LevelFilter) {
 
 /// Lines captured so far (empty unless [`init_capture`] was used).
 pub fn captured() -> Vec<String> {
-    LOGGER
-        .get()
-        .and_then(|l| l.capture.as_ref())
-        .and_then(|c| c.lock().ok().map(|v| v.clone()))
-        .unwrap_or_default()
+    LOGGER.get().and_then(|l| l.capture.as_ref()).and_then(|c| c.lock().ok().map(|v| v.clone())).unwrap_or_default()
 }
 
 /// Parses a level name (`error`, `warn`, `info`, `debug`, `trace`, `off`).

@@ -126,7 +126,8 @@ impl MapCache {
             debug!("mapcache: mapped gfns {first:#x}+{BUCKET_PAGES}");
             self.buckets.insert(idx, Bucket { region, valid, last_use: now });
         }
-        let b = self.buckets.get_mut(&idx).ok_or_else(|| GuestMemError { op, gpa, len, why: "mapping vanished".into() })?;
+        let b =
+            self.buckets.get_mut(&idx).ok_or_else(|| GuestMemError { op, gpa, len, why: "mapping vanished".into() })?;
         b.last_use = now;
         Ok(b)
     }

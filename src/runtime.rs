@@ -63,7 +63,10 @@ impl<M> Clone for LoopHandle<M> {
 
 impl<M: 'static> LoopHandle<M> {
     /// Runs `f` on the loop thread and waits for its result.
-    pub fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut M, &mut Engine) -> R + Send + 'static) -> Result<R, LoopGone> {
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut M, &mut Engine) -> R + Send + 'static,
+    ) -> Result<R, LoopGone> {
         let (rtx, rrx) = mpsc::sync_channel(1);
         let job: Job<M> = Box::new(move |m, e| {
             let _ = rtx.send(f(m, e));
@@ -88,7 +91,8 @@ pub struct EventLoop<M> {
 
 /// Creates a loop and its handle.
 pub fn event_loop<M>() -> std::io::Result<(EventLoop<M>, LoopHandle<M>)> {
-    let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(std::io::Error::from)?);
+    let wake =
+        Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(std::io::Error::from)?);
     let (tx, rx) = mpsc::channel();
     Ok((EventLoop { rx, wake: wake.clone() }, LoopHandle { tx, wake }))
 }

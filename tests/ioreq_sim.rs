@@ -175,14 +175,20 @@ fn buffered_writes_with_quad_words_and_wraparound() {
     // A synchronous request drains the ring first, so everything is visible after it.
     assert_eq!(v.pio_read(REGS, 1).unwrap(), 0x5a);
     let (m, e) = h.stop();
-    let got: Vec<_> = m.seen.iter().filter(|s| s.space == Space::Mmio).map(|s| (s.addr, s.size, s.write.unwrap())).collect();
+    let got: Vec<_> =
+        m.seen.iter().filter(|s| s.space == Space::Mmio).map(|s| (s.addr, s.size, s.write.unwrap())).collect();
     assert_eq!(got, expected, "every buffered write, in order");
     assert_eq!(m.timeoffsets, vec![0x1234_5678_9abc_def0]);
     assert_eq!(e.stats.buffered, 1302);
-    let (rp, wp) = h.sim.with_buffered_page(h.server_id, |p| {
-        (p.read_pointer().load(std::sync::atomic::Ordering::SeqCst), p.write_pointer().load(std::sync::atomic::Ordering::SeqCst))
-    })
-    .unwrap();
+    let (rp, wp) = h
+        .sim
+        .with_buffered_page(h.server_id, |p| {
+            (
+                p.read_pointer().load(std::sync::atomic::Ordering::SeqCst),
+                p.write_pointer().load(std::sync::atomic::Ordering::SeqCst),
+            )
+        })
+        .unwrap();
     assert_eq!(rp, wp);
     assert!(rp < 511, "ATOMIC handling keeps the pointers normalised (rp={rp})");
 }

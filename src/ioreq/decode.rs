@@ -213,7 +213,10 @@ mod tests {
     #[test]
     fn valid_requests_decode() {
         let d = decode(&req(IOREQ_TYPE_PIO, 0xcf8, 4, 1, IOREQ_WRITE)).expect("pio");
-        assert!(matches!(d, Decoded::Access(IoAccess { space: Space::Pio, addr: 0xcf8, size: 4, dir: Dir::Write, .. })));
+        assert!(matches!(
+            d,
+            Decoded::Access(IoAccess { space: Space::Pio, addr: 0xcf8, size: 4, dir: Dir::Write, .. })
+        ));
         let d = decode(&req(IOREQ_TYPE_PCI_CONFIG, (0xf8u64 << 32) | 0x44, 1, 1, IOREQ_READ)).expect("cfg");
         match d {
             Decoded::Access(a) => {
@@ -229,11 +232,20 @@ mod tests {
     fn bad_requests_are_refused() {
         assert_eq!(decode(&req(IOREQ_TYPE_PIO, 0x80, 3, 1, IOREQ_READ)), Err(DecodeError::BadSize(3)));
         assert_eq!(decode(&req(IOREQ_TYPE_COPY, 0x80, 16, 1, IOREQ_READ)), Err(DecodeError::BadSize(16)));
-        assert_eq!(decode(&req(IOREQ_TYPE_PIO, 0x80, 8, 1, IOREQ_READ)), Err(DecodeError::TooWide { size: 8, what: "port I/O" }));
+        assert_eq!(
+            decode(&req(IOREQ_TYPE_PIO, 0x80, 8, 1, IOREQ_READ)),
+            Err(DecodeError::TooWide { size: 8, what: "port I/O" })
+        );
         assert_eq!(decode(&req(IOREQ_TYPE_COPY, 0, 4, 0, IOREQ_READ)), Err(DecodeError::BadCount(0)));
         assert_eq!(decode(&req(IOREQ_TYPE_COPY, 0, 4, u32::MAX, IOREQ_READ)), Err(DecodeError::BadCount(u32::MAX)));
-        assert_eq!(decode(&req(IOREQ_TYPE_PIO, 0xffff, 2, 1, IOREQ_READ)), Err(DecodeError::BadPort { port: 0xffff, size: 2 }));
-        assert_eq!(decode(&req(IOREQ_TYPE_PIO, 0x1_0000, 1, 1, IOREQ_READ)), Err(DecodeError::BadPort { port: 0x1_0000, size: 1 }));
+        assert_eq!(
+            decode(&req(IOREQ_TYPE_PIO, 0xffff, 2, 1, IOREQ_READ)),
+            Err(DecodeError::BadPort { port: 0xffff, size: 2 })
+        );
+        assert_eq!(
+            decode(&req(IOREQ_TYPE_PIO, 0x1_0000, 1, 1, IOREQ_READ)),
+            Err(DecodeError::BadPort { port: 0x1_0000, size: 1 })
+        );
         assert_eq!(decode(&req(5, 0, 4, 1, IOREQ_READ)), Err(DecodeError::UnknownType(5)));
         assert_eq!(
             decode(&req(IOREQ_TYPE_PCI_CONFIG, 0xffe, 4, 1, IOREQ_READ)),

@@ -267,7 +267,9 @@ impl Engine {
             if size == 8 {
                 if avail < 2 {
                     self.stats.rejected += 1;
-                    guest_error!("buffered ring: 8-byte entry at {rp} has only one slot (half a quad-word); discarding it");
+                    guest_error!(
+                        "buffered ring: 8-byte entry at {rp} has only one slot (half a quad-word); discarding it"
+                    );
                     pg.read_pointer().fetch_add(avail, Ordering::Release);
                     return;
                 }
@@ -277,7 +279,9 @@ impl Engine {
             let _ = pg;
             match (b.type_, b.dir) {
                 (IOREQ_TYPE_TIMEOFFSET, _) => h.time_offset(data),
-                (IOREQ_TYPE_PIO, IOREQ_WRITE) if size <= 4 => h.write(Space::Pio, u64::from(b.addr), size, data, &mut self.fx),
+                (IOREQ_TYPE_PIO, IOREQ_WRITE) if size <= 4 => {
+                    h.write(Space::Pio, u64::from(b.addr), size, data, &mut self.fx)
+                }
                 (IOREQ_TYPE_COPY, IOREQ_WRITE) => h.write(Space::Mmio, u64::from(b.addr), size, data, &mut self.fx),
                 (t, d) => {
                     self.stats.rejected += 1;
@@ -314,7 +318,9 @@ impl Engine {
                 self.server.dm().set_pci_intx_level(device, intx, level).map_err(|e| e.to_string())
             }
             Effect::IsaIrq { irq, level } => self.server.dm().set_isa_irq_level(irq, level).map_err(|e| e.to_string()),
-            Effect::LinkRoute { link, irq } => self.server.dm().set_pci_link_route(link, irq).map_err(|e| e.to_string()),
+            Effect::LinkRoute { link, irq } => {
+                self.server.dm().set_pci_link_route(link, irq).map_err(|e| e.to_string())
+            }
             Effect::Msi { addr, data } => self.server.dm().inject_msi(addr, data).map_err(|e| e.to_string()),
             Effect::Shutdown(reason) => {
                 log::info!("guest requested shutdown (reason {reason})");
@@ -332,7 +338,14 @@ impl Engine {
     }
 
     /// Performs a monitor access through the same execution path as a guest request.
-    pub fn monitor_access(&mut self, h: &mut dyn IoHandler, space: Space, addr: u64, size: u8, write: Option<u64>) -> u64 {
+    pub fn monitor_access(
+        &mut self,
+        h: &mut dyn IoHandler,
+        space: Space,
+        addr: u64,
+        size: u8,
+        write: Option<u64>,
+    ) -> u64 {
         let a = IoAccess {
             space,
             addr,

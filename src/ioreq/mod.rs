@@ -3,5 +3,5 @@
 pub mod decode;
 pub mod engine;
 
-pub use decode::{Decoded, DecodeError, Dir, IoAccess, Space};
+pub use decode::{DecodeError, Decoded, Dir, IoAccess, Space};
 pub use engine::{Engine, EngineError, Stats};

@@ -57,13 +57,7 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self {
-            domid: 1,
-            nr_vcpus: 2,
-            ram_below_4g: 256 << 20,
-            ram_above_4g: 0,
-            wait_timeout: Duration::from_secs(10),
-        }
+        Self { domid: 1, nr_vcpus: 2, ram_below_4g: 256 << 20, ram_above_4g: 0, wait_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -234,8 +228,14 @@ impl SimXen {
                 format!("{} vCPUs (1..=128 supported)", cfg.nr_vcpus),
             ));
         }
-        if cfg.ram_below_4g % PAGE_SIZE as u64 != 0 || cfg.ram_above_4g % PAGE_SIZE as u64 != 0 || cfg.ram_below_4g > HIGH_RAM_START {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "RAM sizes must be page multiples, low RAM <= 4 GiB"));
+        if cfg.ram_below_4g % PAGE_SIZE as u64 != 0
+            || cfg.ram_above_4g % PAGE_SIZE as u64 != 0
+            || cfg.ram_below_4g > HIGH_RAM_START
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "RAM sizes must be page multiples, low RAM <= 4 GiB",
+            ));
         }
         let total = (cfg.ram_below_4g + cfg.ram_above_4g).max(PAGE_SIZE as u64);
         let ram = SharedMemory::new("q35dm-sim-guest-ram", total)?;
@@ -348,7 +348,8 @@ impl SimXen {
         if data.is_empty() {
             return Ok(());
         }
-        let off = self.ram_offset(gpa, data.len() as u64).ok_or_else(|| SimError::Usage(format!("{gpa:#x} is not RAM")))?;
+        let off =
+            self.ram_offset(gpa, data.len() as u64).ok_or_else(|| SimError::Usage(format!("{gpa:#x} is not RAM")))?;
         self.inner.ram_map.write(off, data).map_err(|e| SimError::Usage(e.to_string()))
     }
 
@@ -357,7 +358,8 @@ impl SimXen {
         if buf.is_empty() {
             return Ok(());
         }
-        let off = self.ram_offset(gpa, buf.len() as u64).ok_or_else(|| SimError::Usage(format!("{gpa:#x} is not RAM")))?;
+        let off =
+            self.ram_offset(gpa, buf.len() as u64).ok_or_else(|| SimError::Usage(format!("{gpa:#x} is not RAM")))?;
         self.inner.ram_map.read(off, buf).map_err(|e| SimError::Usage(e.to_string()))
     }
 
@@ -397,13 +399,21 @@ impl SimXen {
     /// Sends an event on the buffered port of server `id`.
     pub fn notify_buffered(&self, id: u16) -> Result<(), SimError> {
         let mut st = self.lock();
-        let port = st.servers.get(&id).and_then(|s| s.buf_port).ok_or_else(|| SimError::Usage(format!("server {id} has no buffered ring")))?;
+        let port = st
+            .servers
+            .get(&id)
+            .and_then(|s| s.buf_port)
+            .ok_or_else(|| SimError::Usage(format!("server {id} has no buffered ring")))?;
         Self::raise_guest_port(&mut st, port);
         Ok(())
     }
 
     /// Runs `f` on server `id`'s buffered page (tests use it to corrupt the ring).
-    pub fn with_buffered_page<R>(&self, id: u16, f: impl FnOnce(xen_bindings::page::BufferedPage<'_>) -> R) -> Result<R, SimError> {
+    pub fn with_buffered_page<R>(
+        &self,
+        id: u16,
+        f: impl FnOnce(xen_bindings::page::BufferedPage<'_>) -> R,
+    ) -> Result<R, SimError> {
         let st = self.lock();
         let s = st.servers.get(&id).ok_or_else(|| SimError::Usage(format!("no server {id}")))?;
         let p = xen_bindings::page::BufferedPage::new(&s.map, 0).map_err(|e| SimError::Usage(e.to_string()))?;
@@ -411,10 +421,18 @@ impl SimXen {
     }
 
     /// Runs `f` on vCPU `vcpu`'s slot of server `id` (tests use it to tamper with a request).
-    pub fn with_slot<R>(&self, id: u16, vcpu: u32, f: impl FnOnce(xen_bindings::page::IoreqSlot<'_>) -> R) -> Result<R, SimError> {
+    pub fn with_slot<R>(
+        &self,
+        id: u16,
+        vcpu: u32,
+        f: impl FnOnce(xen_bindings::page::IoreqSlot<'_>) -> R,
+    ) -> Result<R, SimError> {
         let st = self.lock();
         let s = st.servers.get(&id).ok_or_else(|| SimError::Usage(format!("no server {id}")))?;
-        let slot = s.sync_page().and_then(|p| p.slot(vcpu as usize)).ok_or_else(|| SimError::Usage(format!("no slot {vcpu}")))?;
+        let slot = s
+            .sync_page()
+            .and_then(|p| p.slot(vcpu as usize))
+            .ok_or_else(|| SimError::Usage(format!("no slot {vcpu}")))?;
         Ok(f(slot))
     }
 
@@ -458,7 +476,8 @@ impl SimXen {
                 let mem = SharedMemory::new("q35dm-sim-ioreq-pages", 2 * PAGE_SIZE as u64).map_err(|_| libc::ENOMEM)?;
                 let map = mem.map(0, 2 * PAGE_SIZE).map_err(|_| libc::ENOMEM)?;
                 let ports = (0..cfg.nr_vcpus).map(|_| Self::alloc_guest_port(st, DM_DOMID)).collect();
-                let buf_port = (c.handle_bufioreq != HVM_IOREQSRV_BUFIOREQ_OFF).then(|| Self::alloc_guest_port(st, DM_DOMID));
+                let buf_port =
+                    (c.handle_bufioreq != HVM_IOREQSRV_BUFIOREQ_OFF).then(|| Self::alloc_guest_port(st, DM_DOMID));
                 st.servers.insert(
                     id,
                     Server {
@@ -608,7 +627,8 @@ impl SimXen {
                 for (i, c) in ext_buf.chunks_exact(16).take(n).enumerate() {
                     let e: xen_bindings::dm_op::ModifiedMemoryExtent = bytemuck::pod_read_unaligned(c);
                     let ok = e.pad == 0
-                        && (0..u64::from(e.nr)).all(|k| e.first_pfn.checked_add(k).and_then(|g| self.gfn_offset(g)).is_some());
+                        && (0..u64::from(e.nr))
+                            .all(|k| e.first_pfn.checked_add(k).and_then(|g| self.gfn_offset(g)).is_some());
                     if !ok {
                         // Xen stops at extent i and copies nothing back on error.
                         log::debug!("sim: modified_memory extent {i} is not RAM");
@@ -635,9 +655,12 @@ impl SimXen {
                 Ok(Some(NrVcpus(n)))
             }
             // Not needed by this device model; Xen would act, the simulator refuses loudly.
-            TrackDirtyVram(_) | SetMemType(_) | InjectEvent(_) | MapMemTypeToIoreqServer(_) | PinMemoryCacheattr(_) | SetIrqLevel(_) => {
-                Err(libc::EOPNOTSUPP)
-            }
+            TrackDirtyVram(_)
+            | SetMemType(_)
+            | InjectEvent(_)
+            | MapMemTypeToIoreqServer(_)
+            | PinMemoryCacheattr(_)
+            | SetIrqLevel(_) => Err(libc::EOPNOTSUPP),
         }
     }
 
@@ -677,7 +700,9 @@ impl SimXen {
             {
                 n += 1;
             }
-            region.map_fixed_shared(i * PAGE_SIZE, self.inner.ram.fd(), off, n * PAGE_SIZE).map_err(|_| libc::ENOMEM)?;
+            region
+                .map_fixed_shared(i * PAGE_SIZE, self.inner.ram.fd(), off, n * PAGE_SIZE)
+                .map_err(|_| libc::ENOMEM)?;
             for e in errs.iter_mut().skip(i).take(n) {
                 *e = 0;
             }

@@ -26,7 +26,12 @@ impl std::fmt::Debug for SimSys {
 
 impl SimSys {
     pub(super) fn new(xen: SimXen) -> std::io::Result<Self> {
-        Ok(Self { xen, file: Arc::new(EvtchnFile::new()?), privcmd_restrict: Mutex::new(None), evtchn_restrict: Mutex::new(None) })
+        Ok(Self {
+            xen,
+            file: Arc::new(EvtchnFile::new()?),
+            privcmd_restrict: Mutex::new(None),
+            evtchn_restrict: Mutex::new(None),
+        })
     }
 
     /// The hypervisor this handle talks to.
@@ -117,7 +122,10 @@ impl XenSys for SimSys {
         let pending = std::mem::take(&mut gp.pending);
         st.next_dm_port += 1;
         self.file.add(local);
-        st.dm_ports.insert(local, DmPort { file: self.file.clone(), peer: Some(remote_port), remote_dom: self.xen.inner.cfg.domid });
+        st.dm_ports.insert(
+            local,
+            DmPort { file: self.file.clone(), peer: Some(remote_port), remote_dom: self.xen.inner.cfg.domid },
+        );
         if pending {
             self.file.fire(local);
         }
@@ -196,7 +204,8 @@ impl Drop for SimSys {
     fn drop(&mut self) {
         // Closing the evtchn fd unbinds all of its ports.
         let mut st = self.xen.lock();
-        let mine: Vec<u32> = st.dm_ports.iter().filter(|(_, d)| Arc::ptr_eq(&d.file, &self.file)).map(|(p, _)| *p).collect();
+        let mine: Vec<u32> =
+            st.dm_ports.iter().filter(|(_, d)| Arc::ptr_eq(&d.file, &self.file)).map(|(p, _)| *p).collect();
         for p in mine {
             if let Some(dp) = st.dm_ports.remove(&p) {
                 if let Some(gp) = dp.peer.and_then(|x| st.guest_ports.get_mut(&x)) {

@@ -60,50 +60,131 @@ impl SimVcpu {
 
     /// `in` of `size` bytes.
     pub fn pio_read(&self, port: u16, size: u32) -> Result<u32, SimError> {
-        let v = self.io(GuestIo { type_: IOREQ_TYPE_PIO, addr: u64::from(port), size, count: 1, dir: IOREQ_READ, data: 0, data_is_ptr: false, df: false })?;
+        let v = self.io(GuestIo {
+            type_: IOREQ_TYPE_PIO,
+            addr: u64::from(port),
+            size,
+            count: 1,
+            dir: IOREQ_READ,
+            data: 0,
+            data_is_ptr: false,
+            df: false,
+        })?;
         Ok(v as u32)
     }
 
     /// `out` of `size` bytes.
     pub fn pio_write(&self, port: u16, size: u32, val: u32) -> Result<(), SimError> {
-        self.io(GuestIo { type_: IOREQ_TYPE_PIO, addr: u64::from(port), size, count: 1, dir: IOREQ_WRITE, data: u64::from(val), data_is_ptr: false, df: false })
-            .map(|_| ())
+        self.io(GuestIo {
+            type_: IOREQ_TYPE_PIO,
+            addr: u64::from(port),
+            size,
+            count: 1,
+            dir: IOREQ_WRITE,
+            data: u64::from(val),
+            data_is_ptr: false,
+            df: false,
+        })
+        .map(|_| ())
     }
 
     /// An MMIO load.
     pub fn mmio_read(&self, gpa: u64, size: u32) -> Result<u64, SimError> {
-        self.io(GuestIo { type_: IOREQ_TYPE_COPY, addr: gpa, size, count: 1, dir: IOREQ_READ, data: 0, data_is_ptr: false, df: false })
+        self.io(GuestIo {
+            type_: IOREQ_TYPE_COPY,
+            addr: gpa,
+            size,
+            count: 1,
+            dir: IOREQ_READ,
+            data: 0,
+            data_is_ptr: false,
+            df: false,
+        })
     }
 
     /// An MMIO store.
     pub fn mmio_write(&self, gpa: u64, size: u32, val: u64) -> Result<(), SimError> {
-        self.io(GuestIo { type_: IOREQ_TYPE_COPY, addr: gpa, size, count: 1, dir: IOREQ_WRITE, data: val, data_is_ptr: false, df: false })
-            .map(|_| ())
+        self.io(GuestIo {
+            type_: IOREQ_TYPE_COPY,
+            addr: gpa,
+            size,
+            count: 1,
+            dir: IOREQ_WRITE,
+            data: val,
+            data_is_ptr: false,
+            df: false,
+        })
+        .map(|_| ())
     }
 
     /// `rep ins`: `count` reads of `port` stored at `buf` (stepping down with `df`).
     pub fn rep_ins(&self, port: u16, size: u32, count: u32, buf: u64, df: bool) -> Result<(), SimError> {
-        self.rep(GuestIo { type_: IOREQ_TYPE_PIO, addr: u64::from(port), size, count, dir: IOREQ_READ, data: buf, data_is_ptr: true, df })
+        self.rep(GuestIo {
+            type_: IOREQ_TYPE_PIO,
+            addr: u64::from(port),
+            size,
+            count,
+            dir: IOREQ_READ,
+            data: buf,
+            data_is_ptr: true,
+            df,
+        })
     }
 
     /// `rep outs`.
     pub fn rep_outs(&self, port: u16, size: u32, count: u32, buf: u64, df: bool) -> Result<(), SimError> {
-        self.rep(GuestIo { type_: IOREQ_TYPE_PIO, addr: u64::from(port), size, count, dir: IOREQ_WRITE, data: buf, data_is_ptr: true, df })
+        self.rep(GuestIo {
+            type_: IOREQ_TYPE_PIO,
+            addr: u64::from(port),
+            size,
+            count,
+            dir: IOREQ_WRITE,
+            data: buf,
+            data_is_ptr: true,
+            df,
+        })
     }
 
     /// `rep movs` from MMIO at `mmio` to RAM at `buf`.
     pub fn movs_from_mmio(&self, mmio: u64, buf: u64, size: u32, count: u32, df: bool) -> Result<(), SimError> {
-        self.rep(GuestIo { type_: IOREQ_TYPE_COPY, addr: mmio, size, count, dir: IOREQ_READ, data: buf, data_is_ptr: true, df })
+        self.rep(GuestIo {
+            type_: IOREQ_TYPE_COPY,
+            addr: mmio,
+            size,
+            count,
+            dir: IOREQ_READ,
+            data: buf,
+            data_is_ptr: true,
+            df,
+        })
     }
 
     /// `rep movs` from RAM at `buf` to MMIO at `mmio`.
     pub fn movs_to_mmio(&self, mmio: u64, buf: u64, size: u32, count: u32, df: bool) -> Result<(), SimError> {
-        self.rep(GuestIo { type_: IOREQ_TYPE_COPY, addr: mmio, size, count, dir: IOREQ_WRITE, data: buf, data_is_ptr: true, df })
+        self.rep(GuestIo {
+            type_: IOREQ_TYPE_COPY,
+            addr: mmio,
+            size,
+            count,
+            dir: IOREQ_WRITE,
+            data: buf,
+            data_is_ptr: true,
+            df,
+        })
     }
 
     /// `rep stos` of `val` into MMIO.
     pub fn stos_mmio(&self, mmio: u64, size: u32, count: u32, val: u64, df: bool) -> Result<(), SimError> {
-        self.rep(GuestIo { type_: IOREQ_TYPE_COPY, addr: mmio, size, count, dir: IOREQ_WRITE, data: val, data_is_ptr: false, df })
+        self.rep(GuestIo {
+            type_: IOREQ_TYPE_COPY,
+            addr: mmio,
+            size,
+            count,
+            dir: IOREQ_WRITE,
+            data: val,
+            data_is_ptr: false,
+            df,
+        })
     }
 
     /// Elements of `io` that fit before a page boundary of `base` (at least 1: an element that
@@ -155,7 +236,11 @@ impl SimVcpu {
                     let reg = u64::from(cf8 & 0xfc) | (io.addr & 3);
                     for (id, s) in st.servers.iter().rev() {
                         if s.enabled && s.pci.contains(&sbdf) {
-                            return Target::Server { id: *id, type_: IOREQ_TYPE_PCI_CONFIG, addr: (u64::from(sbdf) << 32) | reg };
+                            return Target::Server {
+                                id: *id,
+                                type_: IOREQ_TYPE_PCI_CONFIG,
+                                addr: (u64::from(sbdf) << 32) | reg,
+                            };
                         }
                     }
                     return Target::Unclaimed;
@@ -217,7 +302,12 @@ impl SimVcpu {
     /// Posts exactly `req` (state forced to READY, `vp_eport` filled in) into this vCPU's slot of
     /// server `id`, notifies, and waits for the response like `wait_for_io`. Returns `data`.
     pub fn send(&self, id: u16, req: Ioreq) -> Result<u64, SimError> {
-        let lock = self.xen.inner.vcpu_locks.get(self.id as usize).ok_or_else(|| SimError::Usage(format!("no vCPU {}", self.id)))?;
+        let lock = self
+            .xen
+            .inner
+            .vcpu_locks
+            .get(self.id as usize)
+            .ok_or_else(|| SimError::Usage(format!("no vCPU {}", self.id)))?;
         let _serial = match lock.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -231,7 +321,10 @@ impl SimVcpu {
         let (port, kicks0) = {
             let s = st.servers.get(&id).ok_or_else(|| SimError::Usage(format!("no server {id}")))?;
             let port = *s.ports.get(self.id as usize).ok_or_else(|| SimError::Usage(format!("no vCPU {}", self.id)))?;
-            let slot = s.sync_page().and_then(|p| p.slot(self.id as usize)).ok_or_else(|| SimError::Usage("no slot".into()))?;
+            let slot = s
+                .sync_page()
+                .and_then(|p| p.slot(self.id as usize))
+                .ok_or_else(|| SimError::Usage("no slot".into()))?;
             let snap = slot.snapshot();
             if snap.state() != STATE_IOREQ_NONE || snap.vp_eport != port {
                 let why = format!(
@@ -260,7 +353,10 @@ impl SimVcpu {
             if kicks != seen_kicks {
                 seen_kicks = kicks;
                 let s = st.servers.get(&id).ok_or_else(|| SimError::Usage(format!("server {id} vanished")))?;
-                let slot = s.sync_page().and_then(|p| p.slot(self.id as usize)).ok_or_else(|| SimError::Usage("no slot".into()))?;
+                let slot = s
+                    .sync_page()
+                    .and_then(|p| p.slot(self.id as usize))
+                    .ok_or_else(|| SimError::Usage("no slot".into()))?;
                 let state = slot.state();
                 match state {
                     STATE_IORESP_READY => {
@@ -331,8 +427,12 @@ impl SimVcpu {
     /// The `IOREQ_TYPE_TIMEOFFSET` broadcast (8 bytes, two slots) to every buffered server.
     pub fn send_timeoffset(&self, offset: u64) -> Result<(), SimError> {
         let mut st = self.xen.lock();
-        let ids: Vec<u16> =
-            st.servers.iter().filter(|(_, s)| s.enabled && s.bufioreq != HVM_IOREQSRV_BUFIOREQ_OFF).map(|(i, _)| *i).collect();
+        let ids: Vec<u16> = st
+            .servers
+            .iter()
+            .filter(|(_, s)| s.enabled && s.bufioreq != HVM_IOREQSRV_BUFIOREQ_OFF)
+            .map(|(i, _)| *i)
+            .collect();
         for id in ids {
             Self::push_buffered(&mut st, id, IOREQ_TYPE_TIMEOFFSET, 0, 8, offset)?;
         }
@@ -376,8 +476,14 @@ impl SimVcpu {
                 break;
             }
             let n = orp / IOREQ_BUFFER_SLOT_NUM;
-            let new = u64::from(orp - n * IOREQ_BUFFER_SLOT_NUM) | (u64::from(owp.wrapping_sub(n * IOREQ_BUFFER_SLOT_NUM)) << 32);
-            let _ = pg.pointers().compare_exchange(old, new, std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Acquire);
+            let new = u64::from(orp - n * IOREQ_BUFFER_SLOT_NUM)
+                | (u64::from(owp.wrapping_sub(n * IOREQ_BUFFER_SLOT_NUM)) << 32);
+            let _ = pg.pointers().compare_exchange(
+                old,
+                new,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            );
         }
         if let Some(p) = s.buf_port {
             SimXen::raise_guest_port(st, p);

@@ -71,7 +71,9 @@ impl DeviceModelOps {
 
     /// `create_ioreq_server`; returns the server id.
     pub fn create_ioreq_server(&self, handle_bufioreq: u8) -> Result<u16, DmError> {
-        match self.call(DmOp::CreateIoreqServer(CreateIoreqServer { handle_bufioreq, ..Default::default() }), &mut [])? {
+        match self
+            .call(DmOp::CreateIoreqServer(CreateIoreqServer { handle_bufioreq, ..Default::default() }), &mut [])?
+        {
             DmOp::CreateIoreqServer(c) => Ok(c.id),
             other => Err(DmError::BadAnswer { op: XEN_DMOP_CREATE_IOREQ_SERVER, why: format!("{other:?}") }),
         }

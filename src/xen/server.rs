@@ -115,8 +115,12 @@ impl IoreqServer {
     pub fn create(sys: Arc<dyn XenSys>, domid: u16, opts: ServerOptions) -> Result<Self, ServerError> {
         let dm = DeviceModelOps::new(sys, domid);
         let handling = if opts.bufioreq { HVM_IOREQSRV_BUFIOREQ_ATOMIC } else { HVM_IOREQSRV_BUFIOREQ_OFF };
-        let id = dm.create_ioreq_server(handling).map_err(dm_err(format!("creating an ioreq server for domain {domid}")))?;
-        info!("domain {domid}: ioreq server {id} created (buffered ring {})", if opts.bufioreq { "atomic" } else { "off" });
+        let id =
+            dm.create_ioreq_server(handling).map_err(dm_err(format!("creating an ioreq server for domain {domid}")))?;
+        info!(
+            "domain {domid}: ioreq server {id} created (buffered ring {})",
+            if opts.bufioreq { "atomic" } else { "off" }
+        );
         let mut s = Self {
             dm,
             id,
@@ -174,9 +178,10 @@ impl IoreqServer {
             self.port_to_vcpu.insert(local, vcpu);
         }
         if opts.bufioreq {
-            let local = sys
-                .evtchn_bind_interdomain(u32::from(domid), info.bufioreq_port)
-                .map_err(sys_err(format!("binding the buffered-ioreq event channel (remote port {})", info.bufioreq_port)))?;
+            let local = sys.evtchn_bind_interdomain(u32::from(domid), info.bufioreq_port).map_err(sys_err(format!(
+                "binding the buffered-ioreq event channel (remote port {})",
+                info.bufioreq_port
+            )))?;
             self.buf_port = Some(local);
         }
         Ok(())

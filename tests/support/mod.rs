@@ -142,7 +142,9 @@ impl IoHandler for TestMachine {
                 5 => Effect::LinkRoute { link: 2, irq: 11 },
                 _ => Effect::Shutdown(0),
             }),
-            Space::Mmio if (MMIO..MMIO + 4096).contains(&addr) => put(&mut self.mmio, (addr - MMIO) as usize, size, data),
+            Space::Mmio if (MMIO..MMIO + 4096).contains(&addr) => {
+                put(&mut self.mmio, (addr - MMIO) as usize, size, data)
+            }
             Space::Mmio if (VGA..VGA + 4096).contains(&addr) => put(&mut self.vga, (addr - VGA) as usize, size, data),
             Space::PciConfig(s) if s == PCI_FN => put(&mut self.config, addr as usize, size, data),
             _ => {}

@@ -513,10 +513,7 @@ impl DmOp {
     /// Decodes buffer 0 of a dm_op hypercall with Xen's checks (`dm_op()` in
     /// `xen/arch/x86/hvm/dm.c`): length, known op, zero header pad.
     pub fn decode(buf: &[u8]) -> Result<DmOp, DecodeError> {
-        let op = buf
-            .get(0..4)
-            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            .unwrap_or(u32::MAX);
+        let op = buf.get(0..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(u32::MAX);
         let size = Self::payload_size(op).ok_or(DecodeError::UnknownOp(op))?;
         let need = 8 + size;
         if buf.len() < need {

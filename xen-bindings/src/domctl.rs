@@ -99,12 +99,8 @@ pub enum DomctlVersion {
 
 impl DomctlVersion {
     /// Every known version, newest first: the probe order.
-    pub const ALL: [DomctlVersion; 4] = [
-        DomctlVersion::Xen422,
-        DomctlVersion::Xen419,
-        DomctlVersion::Xen418,
-        DomctlVersion::Xen417,
-    ];
+    pub const ALL: [DomctlVersion; 4] =
+        [DomctlVersion::Xen422, DomctlVersion::Xen419, DomctlVersion::Xen418, DomctlVersion::Xen417];
 
     /// The version of the installed C headers that `tests/c_layout.rs` compares against.
     pub const HEADERS: DomctlVersion = DomctlVersion::Xen417;
@@ -175,18 +171,8 @@ pub struct MemoryMapping {
 impl MemoryMapping {
     /// A mapping request; `add` selects [`DPCI_ADD_MAPPING`] or [`DPCI_REMOVE_MAPPING`].
     pub fn new(first_gfn: u64, first_mfn: u64, nr_mfns: u64, add: bool) -> Self {
-        let add_mapping = if add {
-            DPCI_ADD_MAPPING
-        } else {
-            DPCI_REMOVE_MAPPING
-        };
-        Self {
-            first_gfn,
-            first_mfn,
-            nr_mfns,
-            add_mapping,
-            padding: 0,
-        }
+        let add_mapping = if add { DPCI_ADD_MAPPING } else { DPCI_REMOVE_MAPPING };
+        Self { first_gfn, first_mfn, nr_mfns, add_mapping, padding: 0 }
     }
 }
 
@@ -208,17 +194,8 @@ pub struct IoportMapping {
 impl IoportMapping {
     /// A mapping request; `add` selects [`DPCI_ADD_MAPPING`] or [`DPCI_REMOVE_MAPPING`].
     pub fn new(first_gport: u32, first_mport: u32, nr_ports: u32, add: bool) -> Self {
-        let add_mapping = if add {
-            DPCI_ADD_MAPPING
-        } else {
-            DPCI_REMOVE_MAPPING
-        };
-        Self {
-            first_gport,
-            first_mport,
-            nr_ports,
-            add_mapping,
-        }
+        let add_mapping = if add { DPCI_ADD_MAPPING } else { DPCI_REMOVE_MAPPING };
+        Self { first_gport, first_mport, nr_ports, add_mapping }
     }
 }
 
@@ -335,54 +312,30 @@ impl BindPtIrq {
     /// `PT_IRQ_TYPE_PCI`: deliver `machine_irq` as INTx `intx` of guest device `bus:device`.
     pub fn new_pci(machine_irq: u32, bus: u8, device: u8, intx: u8) -> Self {
         let u = union_with(&PtIrqPci { bus, device, intx });
-        Self {
-            machine_irq,
-            irq_type: PT_IRQ_TYPE_PCI,
-            u,
-        }
+        Self { machine_irq, irq_type: PT_IRQ_TYPE_PCI, u }
     }
 
     /// `PT_IRQ_TYPE_ISA`: deliver `machine_irq` as guest ISA IRQ `isa_irq`.
     pub fn new_isa(machine_irq: u32, isa_irq: u8) -> Self {
-        Self {
-            machine_irq,
-            irq_type: PT_IRQ_TYPE_ISA,
-            u: union_with(&PtIrqIsa { isa_irq }),
-        }
+        Self { machine_irq, irq_type: PT_IRQ_TYPE_ISA, u: union_with(&PtIrqIsa { isa_irq }) }
     }
 
     /// `PT_IRQ_TYPE_MSI`: deliver `pirq` as guest vector `gvec` (what `xc_domain_update_msi_irq`
     /// builds). `gflags` comes from [`vmsi_x86_gflags`]; `gtable` is the guest address of the
     /// MSI-X table, or 0 for MSI.
     pub fn new_msi(pirq: u32, gvec: u8, gflags: u32, gtable: u64) -> Self {
-        let u = union_with(&PtIrqMsi {
-            gvec,
-            pad: [0; 3],
-            gflags,
-            gtable,
-        });
-        Self {
-            machine_irq: pirq,
-            irq_type: PT_IRQ_TYPE_MSI,
-            u,
-        }
+        let u = union_with(&PtIrqMsi { gvec, pad: [0; 3], gflags, gtable });
+        Self { machine_irq: pirq, irq_type: PT_IRQ_TYPE_MSI, u }
     }
 
     /// `PT_IRQ_TYPE_MSI_TRANSLATE`: as [`BindPtIrq::new_msi`] with the translate type.
     pub fn new_msi_translate(pirq: u32, gvec: u8, gflags: u32, gtable: u64) -> Self {
-        Self {
-            irq_type: PT_IRQ_TYPE_MSI_TRANSLATE,
-            ..Self::new_msi(pirq, gvec, gflags, gtable)
-        }
+        Self { irq_type: PT_IRQ_TYPE_MSI_TRANSLATE, ..Self::new_msi(pirq, gvec, gflags, gtable) }
     }
 
     /// `PT_IRQ_TYPE_SPI` (Arm).
     pub fn new_spi(machine_irq: u32, spi: u16) -> Self {
-        Self {
-            machine_irq,
-            irq_type: PT_IRQ_TYPE_SPI,
-            u: union_with(&PtIrqSpi { spi }),
-        }
+        Self { machine_irq, irq_type: PT_IRQ_TYPE_SPI, u: union_with(&PtIrqSpi { spi }) }
     }
 
     fn member<T: Pod>(&self) -> T {
@@ -472,9 +425,7 @@ impl XenDomctl {
     /// Reads the union as `T` (a sub-structure such as [`MemoryMapping`] or
     /// [`GetDomainInfoHead`]); `None` if `T` is larger than the union.
     pub fn payload<T: Pod>(&self) -> Option<T> {
-        self.u
-            .get(..core::mem::size_of::<T>())
-            .map(bytemuck::pod_read_unaligned)
+        self.u.get(..core::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned)
     }
 
     /// Writes `member` at the start of the union (the rest is left alone); `false` if it does not
@@ -545,12 +496,8 @@ pub fn domctl_name(cmd: u32) -> Option<&'static str> {
 
 /// Builds the `struct xen_domctl` for `payload` on domain `domid`, speaking `version`.
 pub fn encode(version: DomctlVersion, domid: u16, payload: DomctlPayload) -> XenDomctl {
-    let mut d = XenDomctl {
-        cmd: payload.cmd(),
-        interface_version: version.raw(),
-        domain: domid,
-        ..XenDomctl::default()
-    };
+    let mut d =
+        XenDomctl { cmd: payload.cmd(), interface_version: version.raw(), domain: domid, ..XenDomctl::default() };
     let fits = match &payload {
         DomctlPayload::GetDomainInfo => true,
         DomctlPayload::IrqPermission(p) => d.set_payload(p),
@@ -560,10 +507,7 @@ pub fn encode(version: DomctlVersion, domid: u16, payload: DomctlPayload) -> Xen
         DomctlPayload::MemoryMapping(p) => d.set_payload(p),
         DomctlPayload::IoportMapping(p) => d.set_payload(p),
     };
-    debug_assert!(
-        fits,
-        "every mirrored sub-structure fits in the 128-byte union"
-    );
+    debug_assert!(fits, "every mirrored sub-structure fits in the 128-byte union");
     d
 }
 
@@ -620,13 +564,10 @@ fn sub<T: Pod>(d: &XenDomctl) -> T {
 /// Like Xen, the header `_pad` is not checked.
 pub fn decode(buf: &[u8]) -> Result<DecodedDomctl, DomctlDecodeError> {
     let need = core::mem::size_of::<XenDomctl>();
-    let bytes = buf.get(..need).ok_or(DomctlDecodeError::Short {
-        len: buf.len(),
-        need,
-    })?;
+    let bytes = buf.get(..need).ok_or(DomctlDecodeError::Short { len: buf.len(), need })?;
     let d: XenDomctl = bytemuck::pod_read_unaligned(bytes);
-    let version = DomctlVersion::from_raw(d.interface_version)
-        .ok_or(DomctlDecodeError::UnknownVersion(d.interface_version))?;
+    let version =
+        DomctlVersion::from_raw(d.interface_version).ok_or(DomctlDecodeError::UnknownVersion(d.interface_version))?;
     let payload = match d.cmd {
         XEN_DOMCTL_GETDOMAININFO => DomctlPayload::GetDomainInfo,
         XEN_DOMCTL_IRQ_PERMISSION => DomctlPayload::IrqPermission(sub(&d)),
@@ -638,11 +579,7 @@ pub fn decode(buf: &[u8]) -> Result<DecodedDomctl, DomctlDecodeError> {
         XEN_DOMCTL_IOPORT_MAPPING => DomctlPayload::IoportMapping(sub(&d)),
         other => return Err(DomctlDecodeError::UnknownCmd(other)),
     };
-    Ok(DecodedDomctl {
-        version,
-        domain: d.domain,
-        payload,
-    })
+    Ok(DecodedDomctl { version, domain: d.domain, payload })
 }
 
 #[cfg(test)]
@@ -662,29 +599,15 @@ mod tests {
     fn versions() {
         assert_eq!(DomctlVersion::all()[0], DomctlVersion::Xen422);
         assert_eq!(DomctlVersion::all().last(), Some(&DomctlVersion::Xen417));
-        assert!(DomctlVersion::all()
-            .windows(2)
-            .all(|w| w[0].raw() > w[1].raw()));
+        assert!(DomctlVersion::all().windows(2).all(|w| w[0].raw() > w[1].raw()));
         for v in DomctlVersion::all() {
             assert_eq!(DomctlVersion::from_raw(v.raw()), Some(*v));
         }
         assert_eq!(DomctlVersion::from_raw(0x14), None);
-        assert_eq!(
-            DomctlVersion::for_xen(4, 17).map(DomctlVersion::raw),
-            Some(0x15)
-        );
-        assert_eq!(
-            DomctlVersion::for_xen(4, 18).map(DomctlVersion::raw),
-            Some(0x16)
-        );
-        assert_eq!(
-            DomctlVersion::for_xen(4, 20).map(DomctlVersion::raw),
-            Some(0x17)
-        );
-        assert_eq!(
-            DomctlVersion::for_xen(4, 22).map(DomctlVersion::raw),
-            Some(0x18)
-        );
+        assert_eq!(DomctlVersion::for_xen(4, 17).map(DomctlVersion::raw), Some(0x15));
+        assert_eq!(DomctlVersion::for_xen(4, 18).map(DomctlVersion::raw), Some(0x16));
+        assert_eq!(DomctlVersion::for_xen(4, 20).map(DomctlVersion::raw), Some(0x17));
+        assert_eq!(DomctlVersion::for_xen(4, 22).map(DomctlVersion::raw), Some(0x18));
         assert_eq!(DomctlVersion::for_xen(4, 16), None);
         assert_eq!(DomctlVersion::Xen419.to_string(), "0x17 (Xen 4.19-4.21)");
     }
@@ -693,14 +616,7 @@ mod tests {
     fn bind_pt_irq_union() {
         let b = BindPtIrq::new_pci(16, 0, 5, 1);
         assert_eq!(&b.u[..4], &[0, 5, 1, 0]);
-        assert_eq!(
-            b.as_pci(),
-            Some(PtIrqPci {
-                bus: 0,
-                device: 5,
-                intx: 1
-            })
-        );
+        assert_eq!(b.as_pci(), Some(PtIrqPci { bus: 0, device: 5, intx: 1 }));
         assert_eq!(b.as_msi(), None);
 
         let gflags = vmsi_x86_gflags(3, false, true, 1, true, true);
@@ -710,24 +626,10 @@ mod tests {
         assert_eq!(bytes[8], 0x41);
         assert_eq!(&bytes[12..16], &gflags.to_ne_bytes());
         assert_eq!(&bytes[16..24], &0xfebf_0000u64.to_ne_bytes());
-        assert_eq!(
-            m.as_msi().map(|x| (x.gvec, x.gflags, x.gtable)),
-            Some((0x41, gflags, 0xfebf_0000))
-        );
-        assert_eq!(
-            BindPtIrq::new_msi_translate(1, 2, 3, 4)
-                .as_msi()
-                .map(|x| x.gvec),
-            Some(2)
-        );
-        assert_eq!(
-            BindPtIrq::new_isa(4, 4).as_isa(),
-            Some(PtIrqIsa { isa_irq: 4 })
-        );
-        assert_eq!(
-            BindPtIrq::new_spi(40, 40).as_spi(),
-            Some(PtIrqSpi { spi: 40 })
-        );
+        assert_eq!(m.as_msi().map(|x| (x.gvec, x.gflags, x.gtable)), Some((0x41, gflags, 0xfebf_0000)));
+        assert_eq!(BindPtIrq::new_msi_translate(1, 2, 3, 4).as_msi().map(|x| x.gvec), Some(2));
+        assert_eq!(BindPtIrq::new_isa(4, 4).as_isa(), Some(PtIrqIsa { isa_irq: 4 }));
+        assert_eq!(BindPtIrq::new_spi(40, 40).as_spi(), Some(PtIrqSpi { spi: 40 }));
     }
 
     #[test]
@@ -738,17 +640,8 @@ mod tests {
             DomctlPayload::IoportMapping(IoportMapping::new(0xc000, 0xe000, 0x20, false)),
             DomctlPayload::BindPtIrq(BindPtIrq::new_pci(17, 0, 3, 0)),
             DomctlPayload::UnbindPtIrq(BindPtIrq::new_msi(60, 0x30, 0, 0)),
-            DomctlPayload::IrqPermission(IrqPermission {
-                pirq: 17,
-                allow_access: 1,
-                pad: [0; 3],
-            }),
-            DomctlPayload::IomemPermission(IomemPermission {
-                first_mfn: 1,
-                nr_mfns: 2,
-                allow_access: 1,
-                pad: [0; 7],
-            }),
+            DomctlPayload::IrqPermission(IrqPermission { pirq: 17, allow_access: 1, pad: [0; 3] }),
+            DomctlPayload::IomemPermission(IomemPermission { first_mfn: 1, nr_mfns: 2, allow_access: 1, pad: [0; 7] }),
             DomctlPayload::IoportPermission(IoportPermission {
                 first_port: 1,
                 nr_ports: 2,
@@ -761,14 +654,7 @@ mod tests {
             assert_eq!(d.interface_version, 0x16);
             assert!(domctl_name(d.cmd).is_some());
             let got = decode(bytemuck::bytes_of(&d)).expect("decodes");
-            assert_eq!(
-                got,
-                DecodedDomctl {
-                    version: DomctlVersion::Xen418,
-                    domain: 7,
-                    payload: p
-                }
-            );
+            assert_eq!(got, DecodedDomctl { version: DomctlVersion::Xen418, domain: 7, payload: p });
         }
     }
 
@@ -778,26 +664,16 @@ mod tests {
         let e = decode(&bytemuck::bytes_of(&d)[..100]).expect_err("short");
         assert_eq!(e.errno(), libc::EFAULT);
         d.interface_version = 0x99;
-        assert_eq!(
-            decode(bytemuck::bytes_of(&d)),
-            Err(DomctlDecodeError::UnknownVersion(0x99))
-        );
+        assert_eq!(decode(bytemuck::bytes_of(&d)), Err(DomctlDecodeError::UnknownVersion(0x99)));
         d.interface_version = 0x15;
         d.cmd = 1;
-        assert_eq!(
-            decode(bytemuck::bytes_of(&d)).map_err(|e| e.errno()),
-            Err(libc::ENOSYS)
-        );
+        assert_eq!(decode(bytemuck::bytes_of(&d)).map_err(|e| e.errno()), Err(libc::ENOSYS));
     }
 
     #[test]
     fn getdomaininfo_head() {
         let mut d = encode(DomctlVersion::Xen417, 3, DomctlPayload::GetDomainInfo);
-        assert!(d.set_payload(&GetDomainInfoHead {
-            domain: 3,
-            pad1: 0,
-            flags: XEN_DOMINF_HVM_GUEST
-        }));
+        assert!(d.set_payload(&GetDomainInfoHead { domain: 3, pad1: 0, flags: XEN_DOMINF_HVM_GUEST }));
         let h: GetDomainInfoHead = d.payload().expect("fits");
         assert_eq!(h.flags & XEN_DOMINF_HVM_GUEST, XEN_DOMINF_HVM_GUEST);
         assert!(d.payload::<[u8; 256]>().is_none());

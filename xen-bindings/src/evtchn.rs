@@ -75,8 +75,7 @@ pub const IOCTL_EVTCHN_NOTIFY: u32 = ioc(IOC_NONE, b'E', 4, core::mem::size_of::
 /// `IOCTL_EVTCHN_RESET`.
 pub const IOCTL_EVTCHN_RESET: u32 = ioc(IOC_NONE, b'E', 5, 0);
 /// `IOCTL_EVTCHN_RESTRICT_DOMID`.
-pub const IOCTL_EVTCHN_RESTRICT_DOMID: u32 =
-    ioc(IOC_NONE, b'E', 6, core::mem::size_of::<IoctlEvtchnRestrictDomid>());
+pub const IOCTL_EVTCHN_RESTRICT_DOMID: u32 = ioc(IOC_NONE, b'E', 6, core::mem::size_of::<IoctlEvtchnRestrictDomid>());
 
 #[cfg(test)]
 mod tests {

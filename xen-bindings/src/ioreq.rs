@@ -173,10 +173,7 @@ mod tests {
 
     #[test]
     fn flags_round_trip() {
-        let mut r = Ioreq {
-            flags: Ioreq::make_flags(STATE_IOREQ_READY, true, IOREQ_READ, true),
-            ..Default::default()
-        };
+        let mut r = Ioreq { flags: Ioreq::make_flags(STATE_IOREQ_READY, true, IOREQ_READ, true), ..Default::default() };
         assert_eq!(r.state(), STATE_IOREQ_READY);
         assert!(r.data_is_ptr() && r.df());
         assert_eq!(r.dir(), IOREQ_READ);

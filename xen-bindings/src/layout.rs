@@ -105,13 +105,7 @@ fn ioreq_bitfield(set: fn(&mut Ioreq)) -> (u64, u64) {
 
 /// A `buf_ioreq` slot with every field zero.
 fn buf_zero() -> BufIoreq {
-    BufIoreq {
-        type_: 0,
-        dir: 0,
-        size_log2: 0,
-        addr: 0,
-        data: 0,
-    }
+    BufIoreq { type_: 0, dir: 0, size_log2: 0, addr: 0, data: 0 }
 }
 
 /// The whole table. Names are unique; see the module documentation for their forms.
@@ -125,62 +119,26 @@ pub fn layout_table() -> Vec<(&'static str, u64)> {
         "_pad0": pad0, "type": type_,
     });
     ioreq_bitfield!(t, "state", |r| r.set_state(u8::MAX));
-    ioreq_bitfield!(t, "data_is_ptr", |r| r.flags =
-        Ioreq::make_flags(0, true, IOREQ_WRITE, false));
-    ioreq_bitfield!(t, "dir", |r| r.flags =
-        Ioreq::make_flags(0, false, IOREQ_READ, false));
-    ioreq_bitfield!(t, "df", |r| r.flags =
-        Ioreq::make_flags(0, false, IOREQ_WRITE, true));
+    ioreq_bitfield!(t, "data_is_ptr", |r| r.flags = Ioreq::make_flags(0, true, IOREQ_WRITE, false));
+    ioreq_bitfield!(t, "dir", |r| r.flags = Ioreq::make_flags(0, false, IOREQ_READ, false));
+    ioreq_bitfield!(t, "df", |r| r.flags = Ioreq::make_flags(0, false, IOREQ_WRITE, true));
     // `_pad1` has no accessor: it is whatever the other four leave of the byte.
-    ioreq_bitfield!(t, "_pad1", |r| r.flags =
-        !Ioreq::make_flags(u8::MAX, true, IOREQ_READ, true));
+    ioreq_bitfield!(t, "_pad1", |r| r.flags = !Ioreq::make_flags(u8::MAX, true, IOREQ_READ, true));
     t.push(("sizeof:buf_ioreq", buffered::SLOT_SIZE as u64));
-    let type_mask = BufIoreq {
-        type_: u8::MAX,
-        ..buf_zero()
-    }
-    .encode();
-    let dir_mask = BufIoreq {
-        dir: u8::MAX,
-        ..buf_zero()
-    }
-    .encode();
-    let size_mask = BufIoreq {
-        size_log2: u8::MAX,
-        ..buf_zero()
-    }
-    .encode();
-    let addr_mask = BufIoreq {
-        addr: u32::MAX,
-        ..buf_zero()
-    }
-    .encode();
-    let data_mask = BufIoreq {
-        data: u32::MAX,
-        ..buf_zero()
-    }
-    .encode();
+    let type_mask = BufIoreq { type_: u8::MAX, ..buf_zero() }.encode();
+    let dir_mask = BufIoreq { dir: u8::MAX, ..buf_zero() }.encode();
+    let size_mask = BufIoreq { size_log2: u8::MAX, ..buf_zero() }.encode();
+    let addr_mask = BufIoreq { addr: u32::MAX, ..buf_zero() }.encode();
+    let data_mask = BufIoreq { data: u32::MAX, ..buf_zero() }.encode();
     t.push(("mask:buf_ioreq.type", type_mask));
-    t.push((
-        "mask:buf_ioreq.pad",
-        !(type_mask | dir_mask | size_mask | addr_mask | data_mask),
-    ));
+    t.push(("mask:buf_ioreq.pad", !(type_mask | dir_mask | size_mask | addr_mask | data_mask)));
     t.push(("mask:buf_ioreq.dir", dir_mask));
     t.push(("mask:buf_ioreq.size", size_mask));
     t.push(("mask:buf_ioreq.addr", addr_mask));
     t.push(("mask:buf_ioreq.data", data_mask));
-    t.push((
-        "sizeof:buffered_iopage",
-        (buffered::SLOTS + IOREQ_BUFFER_SLOT_NUM as usize * buffered::SLOT_SIZE) as u64,
-    ));
-    t.push((
-        "offsetof:buffered_iopage.read_pointer",
-        buffered::READ_POINTER as u64,
-    ));
-    t.push((
-        "offsetof:buffered_iopage.write_pointer",
-        buffered::WRITE_POINTER as u64,
-    ));
+    t.push(("sizeof:buffered_iopage", (buffered::SLOTS + IOREQ_BUFFER_SLOT_NUM as usize * buffered::SLOT_SIZE) as u64));
+    t.push(("offsetof:buffered_iopage.read_pointer", buffered::READ_POINTER as u64));
+    t.push(("offsetof:buffered_iopage.write_pointer", buffered::WRITE_POINTER as u64));
     t.push(("offsetof:buffered_iopage.buf_ioreq", buffered::SLOTS as u64));
     values!(t, "const" {
         "IOREQ_READ": IOREQ_READ,
@@ -206,69 +164,24 @@ pub fn layout_table() -> Vec<(&'static str, u64)> {
     fields!(t, "xen_dm_op", XenDmOp { "op": op, "pad": pad, "u": u });
     t.push(("sizeof:xen_dm_op.u", field_size(|d: &XenDmOp| &d.u)));
     let member_sizes: [(&'static str, u32); 20] = [
-        (
-            "sizeof:xen_dm_op.u.create_ioreq_server",
-            XEN_DMOP_CREATE_IOREQ_SERVER,
-        ),
-        (
-            "sizeof:xen_dm_op.u.get_ioreq_server_info",
-            XEN_DMOP_GET_IOREQ_SERVER_INFO,
-        ),
-        (
-            "sizeof:xen_dm_op.u.map_io_range_to_ioreq_server",
-            XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER,
-        ),
-        (
-            "sizeof:xen_dm_op.u.unmap_io_range_from_ioreq_server",
-            XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER,
-        ),
-        (
-            "sizeof:xen_dm_op.u.set_ioreq_server_state",
-            XEN_DMOP_SET_IOREQ_SERVER_STATE,
-        ),
-        (
-            "sizeof:xen_dm_op.u.destroy_ioreq_server",
-            XEN_DMOP_DESTROY_IOREQ_SERVER,
-        ),
-        (
-            "sizeof:xen_dm_op.u.track_dirty_vram",
-            XEN_DMOP_TRACK_DIRTY_VRAM,
-        ),
-        (
-            "sizeof:xen_dm_op.u.set_pci_intx_level",
-            XEN_DMOP_SET_PCI_INTX_LEVEL,
-        ),
-        (
-            "sizeof:xen_dm_op.u.set_isa_irq_level",
-            XEN_DMOP_SET_ISA_IRQ_LEVEL,
-        ),
-        (
-            "sizeof:xen_dm_op.u.set_pci_link_route",
-            XEN_DMOP_SET_PCI_LINK_ROUTE,
-        ),
-        (
-            "sizeof:xen_dm_op.u.modified_memory",
-            XEN_DMOP_MODIFIED_MEMORY,
-        ),
+        ("sizeof:xen_dm_op.u.create_ioreq_server", XEN_DMOP_CREATE_IOREQ_SERVER),
+        ("sizeof:xen_dm_op.u.get_ioreq_server_info", XEN_DMOP_GET_IOREQ_SERVER_INFO),
+        ("sizeof:xen_dm_op.u.map_io_range_to_ioreq_server", XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER),
+        ("sizeof:xen_dm_op.u.unmap_io_range_from_ioreq_server", XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER),
+        ("sizeof:xen_dm_op.u.set_ioreq_server_state", XEN_DMOP_SET_IOREQ_SERVER_STATE),
+        ("sizeof:xen_dm_op.u.destroy_ioreq_server", XEN_DMOP_DESTROY_IOREQ_SERVER),
+        ("sizeof:xen_dm_op.u.track_dirty_vram", XEN_DMOP_TRACK_DIRTY_VRAM),
+        ("sizeof:xen_dm_op.u.set_pci_intx_level", XEN_DMOP_SET_PCI_INTX_LEVEL),
+        ("sizeof:xen_dm_op.u.set_isa_irq_level", XEN_DMOP_SET_ISA_IRQ_LEVEL),
+        ("sizeof:xen_dm_op.u.set_pci_link_route", XEN_DMOP_SET_PCI_LINK_ROUTE),
+        ("sizeof:xen_dm_op.u.modified_memory", XEN_DMOP_MODIFIED_MEMORY),
         ("sizeof:xen_dm_op.u.set_mem_type", XEN_DMOP_SET_MEM_TYPE),
         ("sizeof:xen_dm_op.u.inject_event", XEN_DMOP_INJECT_EVENT),
         ("sizeof:xen_dm_op.u.inject_msi", XEN_DMOP_INJECT_MSI),
-        (
-            "sizeof:xen_dm_op.u.map_mem_type_to_ioreq_server",
-            XEN_DMOP_MAP_MEM_TYPE_TO_IOREQ_SERVER,
-        ),
-        (
-            "sizeof:xen_dm_op.u.remote_shutdown",
-            XEN_DMOP_REMOTE_SHUTDOWN,
-        ),
-        (
-            "sizeof:xen_dm_op.u.relocate_memory",
-            XEN_DMOP_RELOCATE_MEMORY,
-        ),
-        (
-            "sizeof:xen_dm_op.u.pin_memory_cacheattr",
-            XEN_DMOP_PIN_MEMORY_CACHEATTR,
-        ),
+        ("sizeof:xen_dm_op.u.map_mem_type_to_ioreq_server", XEN_DMOP_MAP_MEM_TYPE_TO_IOREQ_SERVER),
+        ("sizeof:xen_dm_op.u.remote_shutdown", XEN_DMOP_REMOTE_SHUTDOWN),
+        ("sizeof:xen_dm_op.u.relocate_memory", XEN_DMOP_RELOCATE_MEMORY),
+        ("sizeof:xen_dm_op.u.pin_memory_cacheattr", XEN_DMOP_PIN_MEMORY_CACHEATTR),
         ("sizeof:xen_dm_op.u.set_irq_level", XEN_DMOP_SET_IRQ_LEVEL),
         ("sizeof:xen_dm_op.u.nr_vcpus", XEN_DMOP_NR_VCPUS),
     ];
@@ -320,11 +233,7 @@ pub fn layout_table() -> Vec<(&'static str, u64)> {
     });
     sized!(t, "xen_dm_op_inject_msi", InjectMsi);
     fields!(t, "xen_dm_op_inject_msi", InjectMsi { "data": data, "pad": pad, "addr": addr });
-    sized!(
-        t,
-        "xen_dm_op_map_mem_type_to_ioreq_server",
-        MapMemTypeToIoreqServer
-    );
+    sized!(t, "xen_dm_op_map_mem_type_to_ioreq_server", MapMemTypeToIoreqServer);
     fields!(t, "xen_dm_op_map_mem_type_to_ioreq_server", MapMemTypeToIoreqServer {
         "id": id, "type": type_, "flags": flags, "opaque": opaque,
     });
@@ -407,19 +316,11 @@ pub fn layout_table() -> Vec<(&'static str, u64)> {
     // ---- xen/sys/evtchn.h -----------------------------------------------------------------
     sized!(t, "ioctl_evtchn_bind_virq", IoctlEvtchnBindVirq);
     fields!(t, "ioctl_evtchn_bind_virq", IoctlEvtchnBindVirq { "virq": virq });
-    sized!(
-        t,
-        "ioctl_evtchn_bind_interdomain",
-        IoctlEvtchnBindInterdomain
-    );
+    sized!(t, "ioctl_evtchn_bind_interdomain", IoctlEvtchnBindInterdomain);
     fields!(t, "ioctl_evtchn_bind_interdomain", IoctlEvtchnBindInterdomain {
         "remote_domain": remote_domain, "remote_port": remote_port,
     });
-    sized!(
-        t,
-        "ioctl_evtchn_bind_unbound_port",
-        IoctlEvtchnBindUnboundPort
-    );
+    sized!(t, "ioctl_evtchn_bind_unbound_port", IoctlEvtchnBindUnboundPort);
     fields!(t, "ioctl_evtchn_bind_unbound_port", IoctlEvtchnBindUnboundPort { "remote_domain": remote_domain });
     sized!(t, "ioctl_evtchn_unbind", IoctlEvtchnUnbind);
     fields!(t, "ioctl_evtchn_unbind", IoctlEvtchnUnbind { "port": port });
@@ -468,10 +369,7 @@ pub fn layout_table() -> Vec<(&'static str, u64)> {
     });
     sized!(t, "xen_domctl_bind_pt_irq", BindPtIrq);
     fields!(t, "xen_domctl_bind_pt_irq", BindPtIrq { "machine_irq": machine_irq, "irq_type": irq_type, "u": u });
-    t.push((
-        "sizeof:xen_domctl_bind_pt_irq.u",
-        field_size(|b: &BindPtIrq| &b.u),
-    ));
+    t.push(("sizeof:xen_domctl_bind_pt_irq.u", field_size(|b: &BindPtIrq| &b.u)));
     fields!(t, "xen_domctl_bind_pt_irq", BindPtIrq, in u "u.isa", PtIrqIsa { "isa_irq": isa_irq });
     fields!(t, "xen_domctl_bind_pt_irq", BindPtIrq, in u "u.pci", PtIrqPci {
         "bus": bus, "device": device, "intx": intx,
@@ -631,10 +529,7 @@ mod tests {
         let mut seen = HashSet::new();
         for (name, _) in &t {
             assert!(seen.insert(*name), "duplicate layout entry {name}");
-            assert!(
-                !name.contains(char::is_whitespace),
-                "whitespace in {name:?}"
-            );
+            assert!(!name.contains(char::is_whitespace), "whitespace in {name:?}");
             let kind = name.split(':').next().unwrap_or_default();
             assert!(
                 [
@@ -662,18 +557,10 @@ mod tests {
         let t = layout_table();
         let has = |n: String| t.iter().any(|(k, _)| *k == n);
         for ty in XsdSockmsgType::ALL {
-            assert!(
-                has(format!("const:{}", ty.name())),
-                "{} missing from the layout table",
-                ty.name()
-            );
+            assert!(has(format!("const:{}", ty.name())), "{} missing from the layout table", ty.name());
         }
         for e in XSD_ERRORS {
-            assert!(
-                has(format!("xsd_error:{}", e.errstring)),
-                "{} missing from the layout table",
-                e.errstring
-            );
+            assert!(has(format!("xsd_error:{}", e.errstring)), "{} missing from the layout table", e.errstring);
         }
     }
 

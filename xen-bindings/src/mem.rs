@@ -43,13 +43,7 @@ fn page_size() -> usize {
 }
 
 impl MappedRegion {
-    fn mmap(
-        len: usize,
-        prot: libc::c_int,
-        flags: libc::c_int,
-        fd: libc::c_int,
-        offset: u64,
-    ) -> io::Result<Self> {
+    fn mmap(len: usize, prot: libc::c_int, flags: libc::c_int, fd: libc::c_int, offset: u64) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "zero-length mapping"));
         }
@@ -238,8 +232,8 @@ impl SharedMemory {
         }
         // SAFETY: memfd_create returned a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let l = libc::off_t::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd too large"))?;
+        let l =
+            libc::off_t::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd too large"))?;
         // SAFETY: ftruncate on an fd we own.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), l) } != 0 {
             return Err(io::Error::last_os_error());

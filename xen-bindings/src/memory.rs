@@ -73,13 +73,7 @@ mod tests {
     fn layout_and_frames() {
         assert_eq!(core::mem::size_of::<XenMemAcquireResource>(), 32);
         assert_eq!(xenmem_resource_ioreq_server_frame_ioreq(0), 1);
-        let r = XenMemAcquireResource::ioreq_server(
-            3,
-            2,
-            XENMEM_RESOURCE_IOREQ_SERVER_FRAME_BUFIOREQ,
-            2,
-            0x1000,
-        );
+        let r = XenMemAcquireResource::ioreq_server(3, 2, XENMEM_RESOURCE_IOREQ_SERVER_FRAME_BUFIOREQ, 2, 0x1000);
         let b = bytemuck::bytes_of(&r);
         assert_eq!(&b[..12], &[3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0]);
         assert_eq!(&b[24..32], &0x1000u64.to_ne_bytes());

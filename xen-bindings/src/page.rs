@@ -6,7 +6,9 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use crate::ioreq::{buffered, Ioreq, IOREQ_BUFFER_SLOT_NUM, IOREQ_FLAGS_OFFSET, IOREQ_STATE_MASK, PAGE_SIZE, SHARED_IOPAGE_SLOTS};
+use crate::ioreq::{
+    buffered, Ioreq, IOREQ_BUFFER_SLOT_NUM, IOREQ_FLAGS_OFFSET, IOREQ_STATE_MASK, PAGE_SIZE, SHARED_IOPAGE_SLOTS,
+};
 use crate::mem::{MappedRegion, OutOfBounds};
 
 const SLOT: usize = core::mem::size_of::<Ioreq>();

@@ -54,25 +54,12 @@ impl PhysdevMapPirq {
     /// `MAP_PIRQ_TYPE_GSI`: map machine `gsi` to `pirq` of `domid` (pass the GSI itself as `pirq`
     /// for an identity mapping, as libxenctrl does when its caller gives none).
     pub fn new_gsi(domid: u16, gsi: i32, pirq: i32) -> Self {
-        Self {
-            domid,
-            type_: MAP_PIRQ_TYPE_GSI,
-            index: gsi,
-            pirq,
-            ..Self::default()
-        }
+        Self { domid, type_: MAP_PIRQ_TYPE_GSI, index: gsi, pirq, ..Self::default() }
     }
 
     /// `MAP_PIRQ_TYPE_MSI_SEG`: map MSI (`table_base` 0) or MSI-X entry `entry_nr` of machine
     /// device `seg:bus:devfn`, letting Xen choose the pirq (`index` and `pirq` -1).
-    pub fn new_msi_seg(
-        domid: u16,
-        seg: u16,
-        bus: u8,
-        devfn: u8,
-        entry_nr: i32,
-        table_base: u64,
-    ) -> Self {
+    pub fn new_msi_seg(domid: u16, seg: u16, bus: u8, devfn: u8, entry_nr: i32, table_base: u64) -> Self {
         Self {
             domid,
             type_: MAP_PIRQ_TYPE_MSI_SEG,
@@ -102,11 +89,7 @@ pub struct PhysdevUnmapPirq {
 impl PhysdevUnmapPirq {
     /// Unmaps `pirq` of `domid`.
     pub fn new(domid: u16, pirq: i32) -> Self {
-        Self {
-            domid,
-            pad: 0,
-            pirq,
-        }
+        Self { domid, pad: 0, pirq }
     }
 }
 

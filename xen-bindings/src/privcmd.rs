@@ -93,15 +93,13 @@ pub struct PrivcmdMmapResource {
 /// `IOCTL_PRIVCMD_HYPERCALL`.
 pub const IOCTL_PRIVCMD_HYPERCALL: u32 = ioc(IOC_NONE, b'P', 0, core::mem::size_of::<PrivcmdHypercall>());
 /// `IOCTL_PRIVCMD_MMAPBATCH_V2`.
-pub const IOCTL_PRIVCMD_MMAPBATCH_V2: u32 =
-    ioc(IOC_NONE, b'P', 4, core::mem::size_of::<PrivcmdMmapBatchV2>());
+pub const IOCTL_PRIVCMD_MMAPBATCH_V2: u32 = ioc(IOC_NONE, b'P', 4, core::mem::size_of::<PrivcmdMmapBatchV2>());
 /// `IOCTL_PRIVCMD_DM_OP`.
 pub const IOCTL_PRIVCMD_DM_OP: u32 = ioc(IOC_NONE, b'P', 5, core::mem::size_of::<PrivcmdDmOp>());
 /// `IOCTL_PRIVCMD_RESTRICT` (argument: `domid_t`).
 pub const IOCTL_PRIVCMD_RESTRICT: u32 = ioc(IOC_NONE, b'P', 6, core::mem::size_of::<u16>());
 /// `IOCTL_PRIVCMD_MMAP_RESOURCE`.
-pub const IOCTL_PRIVCMD_MMAP_RESOURCE: u32 =
-    ioc(IOC_NONE, b'P', 7, core::mem::size_of::<PrivcmdMmapResource>());
+pub const IOCTL_PRIVCMD_MMAP_RESOURCE: u32 = ioc(IOC_NONE, b'P', 7, core::mem::size_of::<PrivcmdMmapResource>());
 
 /// Linux's default `dm_op_max_nr_bufs` module parameter.
 pub const DM_OP_MAX_NR_BUFS: usize = 16;

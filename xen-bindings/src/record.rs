@@ -103,7 +103,14 @@ impl<S: XenSys> XenSys for RecordingSys<S> {
         let payload_in = bufs.iter().map(|b| b.to_vec()).collect();
         let r = self.inner.dm_op(dom, bufs);
         let payload_out = bufs.iter().map(|b| b.to_vec()).collect();
-        self.push(Record { dev: Dev::Privcmd, request: IOCTL_PRIVCMD_DM_OP, arg, payload_in, payload_out, result: res_unit(&r) });
+        self.push(Record {
+            dev: Dev::Privcmd,
+            request: IOCTL_PRIVCMD_DM_OP,
+            arg,
+            payload_in,
+            payload_out,
+            result: res_unit(&r),
+        });
         r
     }
 
@@ -115,7 +122,14 @@ impl<S: XenSys> XenSys for RecordingSys<S> {
             Ok(_) => Ok(0),
             Err(e) => Err(-e.errno),
         };
-        self.push(Record { dev: Dev::Privcmd, request: IOCTL_PRIVCMD_MMAP_RESOURCE, arg, payload_in: vec![], payload_out: vec![], result });
+        self.push(Record {
+            dev: Dev::Privcmd,
+            request: IOCTL_PRIVCMD_MMAP_RESOURCE,
+            arg,
+            payload_in: vec![],
+            payload_out: vec![],
+            result,
+        });
         r
     }
 
@@ -129,7 +143,14 @@ impl<S: XenSys> XenSys for RecordingSys<S> {
         };
         let payload_in = vec![bytemuck::cast_slice(gfns).to_vec()];
         let payload_out = vec![bytemuck::cast_slice(errs).to_vec()];
-        self.push(Record { dev: Dev::Privcmd, request: IOCTL_PRIVCMD_MMAPBATCH_V2, arg, payload_in, payload_out, result });
+        self.push(Record {
+            dev: Dev::Privcmd,
+            request: IOCTL_PRIVCMD_MMAPBATCH_V2,
+            arg,
+            payload_in,
+            payload_out,
+            result,
+        });
         r
     }
 
@@ -153,28 +174,56 @@ impl<S: XenSys> XenSys for RecordingSys<S> {
 
     fn privcmd_restrict(&self, dom: u16) -> SysResult<()> {
         let r = self.inner.privcmd_restrict(dom);
-        self.push(Record { dev: Dev::Privcmd, request: IOCTL_PRIVCMD_RESTRICT, arg: dom.to_ne_bytes().to_vec(), payload_in: vec![], payload_out: vec![], result: res_unit(&r) });
+        self.push(Record {
+            dev: Dev::Privcmd,
+            request: IOCTL_PRIVCMD_RESTRICT,
+            arg: dom.to_ne_bytes().to_vec(),
+            payload_in: vec![],
+            payload_out: vec![],
+            result: res_unit(&r),
+        });
         r
     }
 
     fn evtchn_bind_interdomain(&self, remote_dom: u32, remote_port: u32) -> SysResult<u32> {
         let a = IoctlEvtchnBindInterdomain { remote_domain: remote_dom, remote_port };
         let r = self.inner.evtchn_bind_interdomain(remote_dom, remote_port);
-        self.push(Record { dev: Dev::Evtchn, request: IOCTL_EVTCHN_BIND_INTERDOMAIN, arg: bytemuck::bytes_of(&a).to_vec(), payload_in: vec![], payload_out: vec![], result: res(&r) });
+        self.push(Record {
+            dev: Dev::Evtchn,
+            request: IOCTL_EVTCHN_BIND_INTERDOMAIN,
+            arg: bytemuck::bytes_of(&a).to_vec(),
+            payload_in: vec![],
+            payload_out: vec![],
+            result: res(&r),
+        });
         r
     }
 
     fn evtchn_bind_unbound_port(&self, remote_dom: u32) -> SysResult<u32> {
         let a = IoctlEvtchnBindUnboundPort { remote_domain: remote_dom };
         let r = self.inner.evtchn_bind_unbound_port(remote_dom);
-        self.push(Record { dev: Dev::Evtchn, request: IOCTL_EVTCHN_BIND_UNBOUND_PORT, arg: bytemuck::bytes_of(&a).to_vec(), payload_in: vec![], payload_out: vec![], result: res(&r) });
+        self.push(Record {
+            dev: Dev::Evtchn,
+            request: IOCTL_EVTCHN_BIND_UNBOUND_PORT,
+            arg: bytemuck::bytes_of(&a).to_vec(),
+            payload_in: vec![],
+            payload_out: vec![],
+            result: res(&r),
+        });
         r
     }
 
     fn evtchn_unbind(&self, port: u32) -> SysResult<()> {
         let a = IoctlEvtchnUnbind { port };
         let r = self.inner.evtchn_unbind(port);
-        self.push(Record { dev: Dev::Evtchn, request: IOCTL_EVTCHN_UNBIND, arg: bytemuck::bytes_of(&a).to_vec(), payload_in: vec![], payload_out: vec![], result: res_unit(&r) });
+        self.push(Record {
+            dev: Dev::Evtchn,
+            request: IOCTL_EVTCHN_UNBIND,
+            arg: bytemuck::bytes_of(&a).to_vec(),
+            payload_in: vec![],
+            payload_out: vec![],
+            result: res_unit(&r),
+        });
         r
     }
 
@@ -182,21 +231,42 @@ impl<S: XenSys> XenSys for RecordingSys<S> {
         let a = IoctlEvtchnNotify { port };
         let r = self.inner.evtchn_notify(port);
         if self.record_io {
-            self.push(Record { dev: Dev::Evtchn, request: IOCTL_EVTCHN_NOTIFY, arg: bytemuck::bytes_of(&a).to_vec(), payload_in: vec![], payload_out: vec![], result: res_unit(&r) });
+            self.push(Record {
+                dev: Dev::Evtchn,
+                request: IOCTL_EVTCHN_NOTIFY,
+                arg: bytemuck::bytes_of(&a).to_vec(),
+                payload_in: vec![],
+                payload_out: vec![],
+                result: res_unit(&r),
+            });
         }
         r
     }
 
     fn evtchn_reset(&self) -> SysResult<()> {
         let r = self.inner.evtchn_reset();
-        self.push(Record { dev: Dev::Evtchn, request: IOCTL_EVTCHN_RESET, arg: vec![], payload_in: vec![], payload_out: vec![], result: res_unit(&r) });
+        self.push(Record {
+            dev: Dev::Evtchn,
+            request: IOCTL_EVTCHN_RESET,
+            arg: vec![],
+            payload_in: vec![],
+            payload_out: vec![],
+            result: res_unit(&r),
+        });
         r
     }
 
     fn evtchn_restrict_domid(&self, dom: u16) -> SysResult<()> {
         let a = IoctlEvtchnRestrictDomid { domid: dom };
         let r = self.inner.evtchn_restrict_domid(dom);
-        self.push(Record { dev: Dev::Evtchn, request: IOCTL_EVTCHN_RESTRICT_DOMID, arg: bytemuck::bytes_of(&a).to_vec(), payload_in: vec![], payload_out: vec![], result: res_unit(&r) });
+        self.push(Record {
+            dev: Dev::Evtchn,
+            request: IOCTL_EVTCHN_RESTRICT_DOMID,
+            arg: bytemuck::bytes_of(&a).to_vec(),
+            payload_in: vec![],
+            payload_out: vec![],
+            result: res_unit(&r),
+        });
         r
     }
 
@@ -205,7 +275,14 @@ impl<S: XenSys> XenSys for RecordingSys<S> {
         let r = self.inner.evtchn_pending(out);
         if self.record_io {
             let got: Vec<u8> = out.get(start..).unwrap_or(&[]).iter().flat_map(|p| p.to_ne_bytes()).collect();
-            self.push(Record { dev: Dev::Evtchn, request: 0, arg: vec![], payload_in: vec![], payload_out: vec![got], result: res_unit(&r) });
+            self.push(Record {
+                dev: Dev::Evtchn,
+                request: 0,
+                arg: vec![],
+                payload_in: vec![],
+                payload_out: vec![got],
+                result: res_unit(&r),
+            });
         }
         r
     }
@@ -213,7 +290,14 @@ impl<S: XenSys> XenSys for RecordingSys<S> {
     fn evtchn_unmask(&self, port: u32) -> SysResult<()> {
         let r = self.inner.evtchn_unmask(port);
         if self.record_io {
-            self.push(Record { dev: Dev::Evtchn, request: 0, arg: port.to_ne_bytes().to_vec(), payload_in: vec![], payload_out: vec![], result: res_unit(&r) });
+            self.push(Record {
+                dev: Dev::Evtchn,
+                request: 0,
+                arg: port.to_ne_bytes().to_vec(),
+                payload_in: vec![],
+                payload_out: vec![],
+                result: res_unit(&r),
+            });
         }
         r
     }

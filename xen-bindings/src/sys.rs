@@ -79,16 +79,10 @@ pub trait XenSys: Send + Sync {
 /// Builds the `privcmd_dm_op` argument and its buffer descriptors exactly as passed to the kernel.
 /// The descriptor vector must outlive the ioctl (`op.ubufs` points into it).
 pub fn encode_dm_op(dom: u16, bufs: &mut [&mut [u8]]) -> (PrivcmdDmOp, Vec<PrivcmdDmOpBuf>) {
-    let descs: Vec<PrivcmdDmOpBuf> = bufs
-        .iter_mut()
-        .map(|b| PrivcmdDmOpBuf { uptr: b.as_mut_ptr() as u64, size: b.len() as u64 })
-        .collect();
-    let op = PrivcmdDmOp {
-        dom,
-        num: u16::try_from(descs.len()).unwrap_or(u16::MAX),
-        pad: 0,
-        ubufs: descs.as_ptr() as u64,
-    };
+    let descs: Vec<PrivcmdDmOpBuf> =
+        bufs.iter_mut().map(|b| PrivcmdDmOpBuf { uptr: b.as_mut_ptr() as u64, size: b.len() as u64 }).collect();
+    let op =
+        PrivcmdDmOp { dom, num: u16::try_from(descs.len()).unwrap_or(u16::MAX), pad: 0, ubufs: descs.as_ptr() as u64 };
     (op, descs)
 }
 
@@ -192,9 +186,10 @@ impl XenSys for LinuxSys {
     }
 
     fn mmap_resource(&self, dom: u16, type_: u32, id: u32, idx: u32, num: u64) -> SysResult<MappedRegion> {
-        let len = usize::try_from(num).ok().and_then(|n| n.checked_mul(4096)).ok_or_else(|| {
-            SysError::new(format!("IOCTL_PRIVCMD_MMAP_RESOURCE of {num} frames"), libc::EINVAL)
-        })?;
+        let len = usize::try_from(num)
+            .ok()
+            .and_then(|n| n.checked_mul(4096))
+            .ok_or_else(|| SysError::new(format!("IOCTL_PRIVCMD_MMAP_RESOURCE of {num} frames"), libc::EINVAL))?;
         let region = MappedRegion::map_shared(self.privcmd.as_fd(), 0, len)
             .map_err(|e| SysError::new("mmap /dev/xen/privcmd", e.raw_os_error().unwrap_or(libc::EIO)))?;
         let mut arg = encode_mmap_resource(dom, type_, id, idx, num, region.addr());

@@ -157,12 +157,7 @@ pub struct XsdSockmsg {
 impl XsdSockmsg {
     /// A header of type `ty`.
     pub fn new(ty: XsdSockmsgType, req_id: u32, tx_id: u32, len: u32) -> Self {
-        Self {
-            type_: ty.as_u32(),
-            req_id,
-            tx_id,
-            len,
-        }
+        Self { type_: ty.as_u32(), req_id, tx_id, len }
     }
 
     /// The type, if it is a known one.
@@ -217,37 +212,25 @@ pub const XSD_ERRORS: [XsdError; 16] = [
 
 /// The errno of an error name from `xsd_errors[]`.
 pub fn xsd_error_errno(name: &str) -> Option<i32> {
-    XSD_ERRORS
-        .iter()
-        .find(|e| e.errstring == name)
-        .map(|e| e.errnum)
+    XSD_ERRORS.iter().find(|e| e.errstring == name).map(|e| e.errnum)
 }
 
 /// The wire name of an errno from `xsd_errors[]`.
 pub fn xsd_error_name(errnum: i32) -> Option<&'static str> {
-    XSD_ERRORS
-        .iter()
-        .find(|e| e.errnum == errnum)
-        .map(|e| e.errstring)
+    XSD_ERRORS.iter().find(|e| e.errnum == errnum).map(|e| e.errstring)
 }
 
 /// The errno carried by an `XS_ERROR` payload (`"EINVAL\0"`); names outside the table map to
 /// EINVAL, as libxenstore does.
 pub fn errno_from_error_payload(payload: &[u8]) -> i32 {
     let name = payload.split(|&b| b == 0).next().unwrap_or_default();
-    core::str::from_utf8(name)
-        .ok()
-        .and_then(xsd_error_errno)
-        .unwrap_or(libc::EINVAL)
+    core::str::from_utf8(name).ok().and_then(xsd_error_errno).unwrap_or(libc::EINVAL)
 }
 
 /// The `XS_ERROR` payload for `errnum` (name plus NUL); errnos outside the table become
 /// `"EINVAL"`, as xenstored does.
 pub fn error_reply_payload(errnum: i32) -> Vec<u8> {
-    let mut v = xsd_error_name(errnum)
-        .unwrap_or("EINVAL")
-        .as_bytes()
-        .to_vec();
+    let mut v = xsd_error_name(errnum).unwrap_or("EINVAL").as_bytes().to_vec();
     v.push(0);
     v
 }

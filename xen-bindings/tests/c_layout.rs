@@ -45,11 +45,7 @@ fn is_root() -> bool {
 
 fn apt_get(args: &[&str]) -> bool {
     eprintln!("c_layout: running apt-get {}", args.join(" "));
-    Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success())
 }
 
 /// True when the Xen headers are (now) installed.
@@ -69,12 +65,7 @@ fn ensure_headers() -> bool {
 /// Compiles the C side; `None` (after [`skip_or_fail`]) when there is no C compiler.
 fn build_c_probe() -> Option<PathBuf> {
     let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_layout_probe");
-    let out = match Command::new("cc")
-        .args(["-std=gnu11", "-Wall", "-Wextra", "-o"])
-        .arg(&exe)
-        .arg(C_SOURCE)
-        .output()
-    {
+    let out = match Command::new("cc").args(["-std=gnu11", "-Wall", "-Wextra", "-o"]).arg(&exe).arg(C_SOURCE).output() {
         Ok(o) => o,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             skip_or_fail("no C compiler (`cc`) in PATH");
@@ -99,9 +90,7 @@ fn build_c_probe() -> Option<PathBuf> {
 fn parse_c_output(text: &str, problems: &mut Vec<String>) -> BTreeMap<String, u64> {
     let mut map = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
-        let parsed = line
-            .split_once(' ')
-            .and_then(|(name, v)| v.trim().parse::<u64>().ok().map(|v| (name, v)));
+        let parsed = line.split_once(' ').and_then(|(name, v)| v.trim().parse::<u64>().ok().map(|v| (name, v)));
         match parsed {
             Some((name, v)) => {
                 if map.insert(name.to_string(), v).is_some() {
@@ -125,10 +114,7 @@ fn rust_layout_matches_c_headers() {
 
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
         // The mirror is the x86-64 Linux ABI by design; elsewhere the C values legitimately differ.
-        let _ = writeln!(
-            std::io::stderr(),
-            "c_layout SKIPPED: the mirrored ABI is x86-64 Linux only"
-        );
+        let _ = writeln!(std::io::stderr(), "c_layout SKIPPED: the mirrored ABI is x86-64 Linux only");
         return;
     }
     if !ensure_headers() {
@@ -141,15 +127,8 @@ fn rust_layout_matches_c_headers() {
         return;
     }
     let Some(exe) = build_c_probe() else { return };
-    let out = Command::new(&exe)
-        .output()
-        .unwrap_or_else(|e| panic!("c_layout: cannot run {}: {e}", exe.display()));
-    assert!(
-        out.status.success(),
-        "c_layout: {} exited with {}",
-        exe.display(),
-        out.status
-    );
+    let out = Command::new(&exe).output().unwrap_or_else(|e| panic!("c_layout: cannot run {}: {e}", exe.display()));
+    assert!(out.status.success(), "c_layout: {} exited with {}", exe.display(), out.status);
 
     let mut problems = Vec::new();
     let c = parse_c_output(&String::from_utf8_lossy(&out.stdout), &mut problems);
@@ -180,8 +159,5 @@ fn rust_layout_matches_c_headers() {
         c.len(),
         problems.join("\n")
     );
-    eprintln!(
-        "c_layout: {} entries compared with the C headers, all equal",
-        rust.len()
-    );
+    eprintln!("c_layout: {} entries compared with the C headers, all equal", rust.len());
 }
