@@ -7,11 +7,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod bus;
 pub mod cmdline;
 pub mod device;
 pub mod ioreq;
 pub mod logging;
+pub mod machine;
 pub mod memory;
 pub mod pci;
 pub mod runtime;

@@ -1,1 +1,54 @@
-fn main() {}
+//! The `q35dm` binary: parse the command line, run the device model.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use q35dm::app::{self, Accel, Options};
+
+/// q35dm: a Q35 / PCIe device model for Xen HVM guests.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Hypervisor: `sim` (built-in simulator) or `xen`.
+    #[arg(long, value_parser = ["sim", "xen"], default_value = "sim")]
+    accel: String,
+    /// Guest domain id.
+    #[arg(long, default_value_t = 1)]
+    domid: u16,
+    /// vCPUs (simulator).
+    #[arg(long, default_value_t = 2)]
+    vcpus: u32,
+    /// Guest RAM in MiB (simulator).
+    #[arg(long, default_value_t = 256)]
+    memory: u64,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let Some(level) = q35dm::logging::parse_level(&a.log_level) else {
+        eprintln!("q35dm: --log-level {:?}: expected error, warn, info, debug or trace", a.log_level);
+        return ExitCode::from(2);
+    };
+    q35dm::logging::init(level);
+    let opts = Options {
+        accel: if a.accel == "xen" { Accel::Xen } else { Accel::Sim },
+        domid: a.domid,
+        vcpus: a.vcpus,
+        memory_mib: a.memory,
+    };
+    match app::run(&opts) {
+        Ok(r) => {
+            println!("q35dm: stopped ({r:?}), ioreq server destroyed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("q35dm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

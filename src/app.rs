@@ -1,0 +1,177 @@
+//! Wiring: choose the hypervisor (real Xen or the simulator), create the ioreq server, build the
+//! board, print what is served, and run the event loop until a signal or a stop request.
+
+use std::sync::Arc;
+
+use log::info;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use thiserror::Error;
+use xen_bindings::sys::{LinuxSys, SysError, XenSys};
+
+use crate::ioreq::Engine;
+use crate::machine::Machine;
+use crate::memory::MapCache;
+use crate::runtime::{event_loop, ExitReason, LoopError};
+use crate::sim::{SimConfig, SimXen};
+use crate::xen::{IoreqServer, ServerError, ServerOptions};
+
+/// Which hypervisor to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// The in-process simulated hypervisor.
+    Sim,
+    /// Real Xen through /dev/xen/privcmd and /dev/xen/evtchn.
+    Xen,
+}
+
+/// Highest guest RAM address below 4 GiB on the Q35 board (QEMU's q35 default: RAM stops at
+/// 0xB0000000 so the MMCONFIG window and the PCI hole fit below 4 GiB).
+pub const LOWMEM_MAX: u64 = 0xb000_0000;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Hypervisor.
+    pub accel: Accel,
+    /// Guest domain.
+    pub domid: u16,
+    /// vCPUs (the simulator creates this many; on Xen the hypervisor says).
+    pub vcpus: u32,
+    /// Guest RAM in MiB (simulator).
+    pub memory_mib: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256 }
+    }
+}
+
+/// Start-up and run-time failures.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// Opening the Xen devices failed.
+    #[error("{0}")]
+    Sys(#[from] SysError),
+    /// The simulator could not be created.
+    #[error("starting the simulated hypervisor: {0}")]
+    Sim(std::io::Error),
+    /// Setting up the ioreq server failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Signal handling could not be set up.
+    #[error("setting up signal handling: {0}")]
+    Signals(nix::Error),
+    /// The event loop failed.
+    #[error(transparent)]
+    Loop(#[from] LoopError),
+    /// Other I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Splits `memory_mib` into RAM below and above 4 GiB.
+pub fn ram_layout(memory_mib: u64) -> (u64, u64) {
+    let total = memory_mib.saturating_mul(1 << 20);
+    let below = total.min(LOWMEM_MAX);
+    (below, total - below)
+}
+
+/// Blocks the termination signals in this thread (do it before any thread is spawned, so every
+/// thread inherits the mask) and returns a signalfd for them.
+pub fn termination_signals() -> Result<SignalFd, AppError> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        set.add(s);
+    }
+    set.thread_block().map_err(AppError::Signals)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(AppError::Signals)
+}
+
+/// The backend handle, keeping the simulator alive in sim mode.
+pub struct Backend {
+    /// The seam the ioreq server uses.
+    pub sys: Arc<dyn XenSys>,
+    /// The simulator, in sim mode.
+    pub sim: Option<SimXen>,
+}
+
+/// Opens the hypervisor for `opts`.
+pub fn open_backend(opts: &Options) -> Result<Backend, AppError> {
+    match opts.accel {
+        Accel::Xen => Ok(Backend { sys: Arc::new(LinuxSys::open()?), sim: None }),
+        Accel::Sim => {
+            let (below, above) = ram_layout(opts.memory_mib);
+            let sim = SimXen::new(SimConfig {
+                domid: opts.domid,
+                nr_vcpus: opts.vcpus,
+                ram_below_4g: below,
+                ram_above_4g: above,
+                ..SimConfig::default()
+            })
+            .map_err(AppError::Sim)?;
+            let sys = Arc::new(sim.open().map_err(AppError::Sim)?);
+            Ok(Backend { sys, sim: Some(sim) })
+        }
+    }
+}
+
+/// Creates the server and claims the board's ranges.
+pub fn start(opts: &Options, backend: &Backend, machine: &Machine) -> Result<Engine, AppError> {
+    let nr = match opts.accel {
+        Accel::Sim => Some(opts.vcpus),
+        Accel::Xen => None,
+    };
+    let mut server =
+        IoreqServer::create(backend.sys.clone(), opts.domid, ServerOptions { bufioreq: true, nr_vcpus: nr })?;
+    for r in machine.ranges() {
+        server.map_range(r)?;
+    }
+    Ok(Engine::new(server, Box::new(MapCache::new(backend.sys.clone(), opts.domid))))
+}
+
+/// The start-up summary.
+pub fn summary(opts: &Options, engine: &Engine, machine: &Machine) -> String {
+    let s = engine.server();
+    let hv = match opts.accel {
+        Accel::Sim => "simulated hypervisor (--accel sim)",
+        Accel::Xen => "Xen (--accel xen)",
+    };
+    let (below, above) = ram_layout(opts.memory_mib);
+    let mut out = format!("q35dm {} on {hv}\n", env!("CARGO_PKG_VERSION"));
+    out += &format!(
+        "  domain {}, {} vCPU(s), RAM {} MiB below 4 GiB + {} MiB above\n",
+        opts.domid,
+        s.nr_vcpus(),
+        below >> 20,
+        above >> 20
+    );
+    out += &format!(
+        "  ioreq server {}: vCPU event channels {:?}, buffered ring on port {}\n",
+        s.id(),
+        s.vcpu_ports(),
+        s.buf_port().map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    );
+    out += "  serving:\n";
+    out += &machine.describe();
+    out += "  Ctrl-C, SIGTERM or SIGHUP stops q35dm.\n";
+    out
+}
+
+/// Runs the device model until a termination signal.
+pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
+    let signals = termination_signals()?;
+    let backend = open_backend(opts)?;
+    let mut machine = Machine::new();
+    let mut engine = start(opts, &backend, &machine)?;
+    print!("{}", summary(opts, &engine, &machine));
+    let (lp, _handle) = event_loop::<Machine>()?;
+    let read = || signals.read_signal().ok().flatten().map(|s| s.ssi_signo as i32);
+    let sfd = std::os::fd::AsFd::as_fd(&signals);
+    let r = lp.run(&mut machine, &mut engine, Some((sfd, &read)));
+    engine.shutdown();
+    let reason = r?;
+    info!("q35dm stopped ({reason:?})");
+    Ok(reason)
+}
