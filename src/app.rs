@@ -11,6 +11,8 @@ use xen_bindings::sys::{LinuxSys, SysError, XenSys};
 
 use crate::ioreq::Engine;
 use crate::machine::Machine;
+use crate::monitor;
+use crate::vm::{RunState, Vm};
 use crate::memory::MapCache;
 use crate::runtime::{event_loop, ExitReason, LoopError};
 use crate::sim::{SimConfig, SimXen};
@@ -40,11 +42,22 @@ pub struct Options {
     pub vcpus: u32,
     /// Guest RAM in MiB (simulator).
     pub memory_mib: u64,
+    /// HMP monitors to serve.
+    pub monitors: Vec<MonitorSpec>,
+}
+
+/// Where an HMP monitor listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MonitorSpec {
+    /// stdin/stdout.
+    Stdio,
+    /// A unix socket path.
+    Unix(std::path::PathBuf),
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256 }
+        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256, monitors: Vec::new() }
     }
 }
 
@@ -166,7 +179,14 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let mut machine = Machine::new();
     let mut engine = start(opts, &backend, &machine)?;
     print!("{}", summary(opts, &engine, &machine));
-    let (lp, _handle) = event_loop::<Machine>()?;
+    let (lp, handle) = event_loop::<Machine>()?;
+    let vm = Vm::new(handle, backend.sim.clone(), RunState::Running);
+    for m in &opts.monitors {
+        match m {
+            MonitorSpec::Stdio => drop(monitor::server::spawn_stdio(vm.clone())?),
+            MonitorSpec::Unix(p) => drop(monitor::server::spawn_unix(vm.clone(), p)?),
+        }
+    }
     let read = || signals.read_signal().ok().flatten().map(|s| s.ssi_signo as i32);
     let sfd = std::os::fd::AsFd::as_fd(&signals);
     let r = lp.run(&mut machine, &mut engine, Some((sfd, &read)));

@@ -23,6 +23,9 @@ struct Args {
     /// Guest RAM in MiB (simulator).
     #[arg(long, default_value_t = 256)]
     memory: u64,
+    /// HMP monitor: `stdio` or `unix:PATH` (repeatable).
+    #[arg(long)]
+    monitor: Vec<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -35,7 +38,21 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     q35dm::logging::init(level);
+    let mut monitors = Vec::new();
+    for m in &a.monitor {
+        match m.as_str() {
+            "stdio" => monitors.push(app::MonitorSpec::Stdio),
+            s => match s.strip_prefix("unix:") {
+                Some(p) => monitors.push(app::MonitorSpec::Unix(p.into())),
+                None => {
+                    eprintln!("q35dm: --monitor {m:?}: expected stdio or unix:PATH");
+                    return ExitCode::from(2);
+                }
+            },
+        }
+    }
     let opts = Options {
+        monitors,
         accel: if a.accel == "xen" { Accel::Xen } else { Accel::Sim },
         domid: a.domid,
         vcpus: a.vcpus,

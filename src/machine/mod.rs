@@ -74,6 +74,21 @@ impl Machine {
         v
     }
 
+    /// Whether an MMIO access of `size` bytes at `addr` hits something the board emulates.
+    pub fn claims_mmio(&self, _addr: u64, _size: u64) -> bool {
+        false
+    }
+
+    /// `info pci` text (QEMU's format).
+    pub fn info_pci(&self) -> String {
+        String::new()
+    }
+
+    /// The 4 KiB config space of `sbdf` in `lspci -xxxx` format, if the function exists.
+    pub fn dump_config(&self, _sbdf: crate::pci::Sbdf) -> Option<String> {
+        None
+    }
+
     /// The ranges to claim.
     pub fn ranges(&self) -> Vec<IoRange> {
         self.served().into_iter().map(|s| s.range).collect()
