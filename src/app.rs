@@ -12,6 +12,7 @@ use xen_bindings::sys::{LinuxSys, SysError, XenSys};
 use crate::ioreq::Engine;
 use crate::machine::Machine;
 use crate::monitor;
+use crate::monitor::qmp::{self, NoHandlers, QmpContext};
 use crate::vm::{RunState, Vm};
 use crate::memory::MapCache;
 use crate::runtime::{event_loop, ExitReason, LoopError};
@@ -44,6 +45,17 @@ pub struct Options {
     pub memory_mib: u64,
     /// HMP monitors to serve.
     pub monitors: Vec<MonitorSpec>,
+    /// QMP sockets to serve.
+    pub qmp: Vec<QmpSpec>,
+}
+
+/// Where a QMP server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QmpSpec {
+    /// Bind this path (a stale socket file is removed first).
+    Path(std::path::PathBuf),
+    /// An inherited, already listening socket.
+    Fd(i32),
 }
 
 /// Where an HMP monitor listens.
@@ -57,7 +69,7 @@ pub enum MonitorSpec {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256, monitors: Vec::new() }
+        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256, monitors: Vec::new(), qmp: Vec::new() }
     }
 }
 
@@ -181,6 +193,15 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     print!("{}", summary(opts, &engine, &machine));
     let (lp, handle) = event_loop::<Machine>()?;
     let vm = Vm::new(handle, backend.sim.clone(), RunState::Running);
+    let qctx = QmpContext::new(vm.clone(), engine.server().nr_vcpus() as u32, Box::new(NoHandlers));
+    for q in &opts.qmp {
+        let (l, name) = match q {
+            QmpSpec::Path(p) => (qmp::bind_path(p)?, p.display().to_string()),
+            QmpSpec::Fd(fd) => (qmp::adopt_listener(*fd)?, format!("fd{fd}")),
+        };
+        info!("QMP on {name}");
+        drop(qmp::spawn(qctx.clone(), l, &name)?);
+    }
     for m in &opts.monitors {
         match m {
             MonitorSpec::Stdio => drop(monitor::server::spawn_stdio(vm.clone())?),

@@ -26,6 +26,9 @@ struct Args {
     /// HMP monitor: `stdio` or `unix:PATH` (repeatable).
     #[arg(long)]
     monitor: Vec<String>,
+    /// QMP socket path, or `fd=N` for an inherited listening socket (repeatable).
+    #[arg(long)]
+    qmp: Vec<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -51,7 +54,19 @@ fn main() -> ExitCode {
             },
         }
     }
+    let mut qmp = Vec::new();
+    for q in &a.qmp {
+        match q.strip_prefix("fd=").map(str::parse::<i32>) {
+            Some(Ok(fd)) => qmp.push(app::QmpSpec::Fd(fd)),
+            Some(Err(_)) => {
+                eprintln!("q35dm: --qmp {q:?}: expected a path or fd=N");
+                return ExitCode::from(2);
+            }
+            None => qmp.push(app::QmpSpec::Path(q.into())),
+        }
+    }
     let opts = Options {
+        qmp,
         monitors,
         accel: if a.accel == "xen" { Accel::Xen } else { Accel::Sim },
         domid: a.domid,

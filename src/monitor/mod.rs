@@ -2,4 +2,5 @@
 //! socket and through QMP's `human-monitor-command`, and QMP itself.
 
 pub mod hmp;
+pub mod qmp;
 pub mod server;

@@ -13,6 +13,7 @@
 pub mod dm_op;
 pub mod domctl;
 pub mod evtchn;
+pub mod fd;
 pub mod hypercall;
 pub mod ioreq;
 pub mod layout;
