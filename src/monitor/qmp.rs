@@ -517,19 +517,35 @@ pub fn serve_connection(ctx: Arc<QmpContext>, mut stream: UnixStream) -> io::Res
     }
 }
 
-/// Serves a listening socket: one connection at a time (libxl serialises its connections), each
-/// until the client disconnects. Returns when `quit` was requested.
+/// Most QMP clients served at once per listener; more wait in the backlog.
+pub const MAX_CLIENTS: usize = 8;
+
+/// Serves a listening socket, each connection on its own thread (so a stuck client cannot block
+/// libxl's next connection), until `quit` was requested.
 pub fn spawn(ctx: Arc<QmpContext>, listener: UnixListener, name: &str) -> io::Result<JoinHandle<()>> {
     let name = name.to_string();
     std::thread::Builder::new().name(format!("q35dm-qmp-{name}")).spawn(move || {
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for c in listener.incoming() {
+            if ctx.vm.quitting() {
+                return;
+            }
             match c {
                 Ok(s) => {
-                    if let Err(e) = serve_connection(ctx.clone(), s) {
-                        debug!("QMP {name}: connection ended: {e}");
+                    while active.load(std::sync::atomic::Ordering::SeqCst) >= MAX_CLIENTS {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
                     }
-                    if ctx.vm.quitting() {
-                        return;
+                    active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (ctx2, active2, name2) = (ctx.clone(), active.clone(), name.clone());
+                    let r = std::thread::Builder::new().name("q35dm-qmp-conn".into()).spawn(move || {
+                        if let Err(e) = serve_connection(ctx2, s) {
+                            debug!("QMP {name2}: connection ended: {e}");
+                        }
+                        active2.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    });
+                    if let Err(e) = r {
+                        warn!("QMP: cannot start a connection thread: {e}");
+                        active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     }
                 }
                 Err(e) => {
