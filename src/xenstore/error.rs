@@ -111,25 +111,6 @@ impl XsError {
             None => XsError::Errno { errno: libc::EINVAL, name: "EINVAL" },
         }
     }
-
-    /// A copy for fanning one failure out to several waiters (`Io` becomes `Disconnected`).
-    pub(crate) fn duplicate(&self) -> Self {
-        match self {
-            XsError::Errno { errno, name } => XsError::Errno { errno: *errno, name },
-            XsError::PayloadTooLarge { len } => XsError::PayloadTooLarge { len: *len },
-            XsError::InvalidPath { path, reason } => XsError::InvalidPath { path: path.clone(), reason: *reason },
-            XsError::InvalidToken { token, reason } => XsError::InvalidToken { token: token.clone(), reason },
-            XsError::InvalidArgument(s) => XsError::InvalidArgument(s),
-            XsError::NotUtf8 { path } => XsError::NotUtf8 { path: path.clone() },
-            XsError::Io(e) => XsError::Disconnected(e.to_string()),
-            XsError::Protocol(p) => XsError::Protocol(p.clone()),
-            XsError::ConnectionLost { op } => XsError::ConnectionLost { op },
-            XsError::TransactionLost => XsError::TransactionLost,
-            XsError::Timeout(d) => XsError::Timeout(*d),
-            XsError::Disconnected(s) => XsError::Disconnected(s.clone()),
-            XsError::Closed => XsError::Closed,
-        }
-    }
 }
 
 /// A violation of the wire protocol by the server.
@@ -201,7 +182,5 @@ mod tests {
         assert!(XsError::TransactionLost.is_again());
         assert!(!XsError::Closed.is_again());
         assert_eq!(XsError::from_errno(libc::ETIMEDOUT).errno(), Some(libc::EINVAL));
-        let d = XsError::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).duplicate();
-        assert!(matches!(d, XsError::Disconnected(_)));
     }
 }

@@ -93,7 +93,9 @@ mod tests {
 
     #[test]
     fn good_paths() {
-        for p in ["/", "/local/domain/0", "device-model/5/state", "/a-b_c@d", "x", "/local/domain/0/backend/vbd/1/51712"] {
+        for p in
+            ["/", "/local/domain/0", "device-model/5/state", "/a-b_c@d", "x", "/local/domain/0/backend/vbd/1/51712"]
+        {
             assert_eq!(validate_path(p, PathUse::Node), Ok(()), "{p}");
         }
         assert_eq!(validate_path("@introduceDomain", PathUse::Watch), Ok(()));
