@@ -9,3 +9,9 @@ pub mod msi;
 pub mod msix;
 
 pub use address::Sbdf;
+pub use bar::{BarChange, BarKind, BarMapping, BarSet, BarSpec};
+pub use caps::{CapBlock, CapChainBuilder, CapId};
+pub use config::{ConfigKind, ConfigSpace, HeaderIds, HeaderType, IntxPin, RegMasks, RegSpec, ResetKind};
+pub use device::{FunctionSpec, GenericFunction, PciDevice, PciEffect, PciEffects};
+pub use msi::{MsiConfig, MsiMessage};
+pub use msix::MsixConfig;
