@@ -91,6 +91,9 @@ pub enum AppError {
     /// The event loop failed.
     #[error(transparent)]
     Loop(#[from] LoopError),
+    /// The board could not be built.
+    #[error("building the board: {0}")]
+    Machine(String),
     /// Other I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -188,7 +191,8 @@ pub fn summary(opts: &Options, engine: &Engine, machine: &Machine) -> String {
 pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let signals = termination_signals()?;
     let backend = open_backend(opts)?;
-    let mut machine = Machine::new();
+    let (below_4g, above_4g) = ram_layout(opts.memory_mib);
+    let mut machine = Machine::new(crate::machine::MemLayout { below_4g, above_4g }).map_err(|e| AppError::Machine(e.to_string()))?;
     let mut engine = start(opts, &backend, &machine)?;
     print!("{}", summary(opts, &engine, &machine));
     let (lp, handle) = event_loop::<Machine>()?;

@@ -1,15 +1,36 @@
-//! The emulated board: address-space routing for ports, MMIO and PCI configuration, and the
-//! devices behind them. The Q35 chipset (MCH, ICH9 LPC, MMCONFIG) and the PCIe hierarchy plug
-//! into this.
+//! The emulated board: the Q35 chipset (MCH at 00:00.0, ICH9 LPC at 00:1f.0), the PCI hierarchy
+//! behind it, and address-space routing for ports, MMIO (MMCONFIG/ECAM, the RCBA block, BARs)
+//! and PCI configuration requests.
+//!
+//! Fixed chipset resources are decoded first, then BARs. Every change of what the board decodes
+//! (ECAM moved, PM block enabled, a BAR programmed, a bridge renumbered) leaves as
+//! [`Effect::MapRange`]/[`Effect::UnmapRange`] for the engine to claim with the hypervisor.
+//!
+//! Interrupt routing under Xen: Xen computes the GSI of a root-bus device's INTx itself
+//! (`((dev << 2) + (dev >> 3) + pin) & 31) + 16`) and routes its legacy PIC line through four
+//! links, link = `(dev + pin) & 3`. ICH9 has eight PIRQs; for root-bus slots 0-24 it rotates INTx
+//! over PIRQE-H as `PIRQ(E + (slot + pin) % 4)`, which is exactly Xen's link number. So writes to
+//! PIRQE-H_ROUT become `set_pci_link_route(link 0-3)`. PIRQA-D (used by slots 25-31 through the
+//! DxxIR registers) are stored and read back but cannot be expressed to Xen: a device in slots
+//! 25-31 raises Xen's link `(dev + pin) & 3` like any other, i.e. whatever PIRQE-H route. q35dm
+//! places no INTx-raising device there except on the operator's explicit request.
+
+pub mod q35;
 
 use std::fmt::Write as _;
 
-use xen_bindings::dm_op::SHUTDOWN_REBOOT;
+use xen_bindings::dm_op::{SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT};
 
 use crate::bus::{Range, RangeMap};
 use crate::device::{ones, Effect, Effects, IoHandler, IoRange};
 use crate::guest_warn;
 use crate::ioreq::Space;
+use crate::pci::config::ResetKind;
+use crate::pci::device::{DeviceError, PciDevice, PlatformEvent};
+use crate::pci::topology::{NodeId, Outputs, Topology, TopologyError, ROOT_BUS};
+use crate::pci::Sbdf;
+
+pub use q35::MemLayout;
 
 /// Port of the PCI configuration address register.
 pub const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
@@ -18,13 +39,25 @@ pub const PCI_CONFIG_DATA: u16 = 0xcfc;
 /// ICH9 reset control register (`RST_CNT`).
 pub const RST_CNT: u16 = 0xcf9;
 
-/// Port-I/O devices the board itself implements.
+/// Port devices the board implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortDev {
     /// 0xCF8-0xCFB: the config-address latch (dword) and, at 0xCF9, RST_CNT (byte).
     ConfigAddress,
-    /// 0xCFC-0xCFF with the enable bit of 0xCF8 clear (Xen sends enabled accesses as PCI_CONFIG).
+    /// 0xCFC-0xCFF: config data. Under Xen, accesses with the enable bit set arrive as
+    /// PCI_CONFIG requests; any that arrive as port I/O are served the same way.
     ConfigData,
+    /// The ICH9 ACPI PM block at PMBASE (128 bytes).
+    PmIo,
+}
+
+/// MMIO devices the board implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioDev {
+    /// The MMCONFIG window.
+    Ecam,
+    /// The ICH9 chipset configuration block at RCBA.
+    Rcrb,
 }
 
 /// What the board serves, for the start-up summary.
@@ -36,60 +69,123 @@ pub struct Served {
     pub what: String,
 }
 
+/// The ACPI PM registers the device model owns (PM1_STS/EN and the PM timer are Xen's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PmRegs {
+    bytes: Vec<u8>,
+}
+
 /// The board.
-#[derive(Debug, Default)]
 pub struct Machine {
     pio: RangeMap<PortDev>,
+    mmio: RangeMap<MmioDev>,
+    /// The PCI hierarchy.
+    pub pci: Topology,
     cf8: u32,
     rst_cnt: u8,
+    mch: NodeId,
+    lpc: NodeId,
+    layout: MemLayout,
+    ecam: Option<(u64, u64)>,
+    pm_base: Option<u16>,
+    pm: PmRegs,
+    rcba: Option<u64>,
+    pirq: [Option<u8>; 8],
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Machine({:?}, ecam {:?})", self.pci, self.ecam)
+    }
+}
+
+fn port_range(start: u16, len: u16) -> Option<Range> {
+    Range::new(u64::from(start), u64::from(len))
 }
 
 impl Machine {
-    /// A board with the chipset's fixed port devices.
-    pub fn new() -> Self {
+    /// A Q35 board for a guest with `layout`.
+    pub fn new(layout: MemLayout) -> Result<Self, MachineError> {
+        let mut pci = Topology::new();
+        let mch = pci.add(ROOT_BUS, 0, "", Box::new(q35::Mch::new(layout)?), false)?;
+        let lpc = pci.add(ROOT_BUS, 0x1f << 3, "", Box::new(q35::Lpc::new()?), false)?;
         let mut pio = RangeMap::new();
-        let add = |m: &mut RangeMap<PortDev>, start: u16, len: u16, d| {
-            if let Some(r) = Range::new(u64::from(start), u64::from(len)) {
-                let _ = m.insert(r, d);
+        for (start, len, d) in
+            [(PCI_CONFIG_ADDRESS, 4, PortDev::ConfigAddress), (PCI_CONFIG_DATA, 4, PortDev::ConfigData)]
+        {
+            if let Some(r) = port_range(start, len) {
+                pio.insert(r, d).map_err(|e| MachineError::Layout(e.to_string()))?;
             }
+        }
+        let mut m = Self {
+            pio,
+            mmio: RangeMap::new(),
+            pci,
+            cf8: 0,
+            rst_cnt: 0,
+            mch,
+            lpc,
+            layout,
+            ecam: None,
+            pm_base: None,
+            pm: PmRegs { bytes: vec![0; 0x80] },
+            rcba: None,
+            pirq: [None; 8],
         };
-        add(&mut pio, PCI_CONFIG_ADDRESS, 4, PortDev::ConfigAddress);
-        add(&mut pio, PCI_CONFIG_DATA, 4, PortDev::ConfigData);
-        Self { pio, cf8: 0, rst_cnt: 0 }
+        let mut out = Outputs::default();
+        m.pci.sync(&mut out);
+        Ok(m)
     }
 
-    /// Every range the ioreq server must claim, with a description.
+    /// The guest memory layout.
+    pub fn layout(&self) -> MemLayout {
+        self.layout
+    }
+
+    /// The MMCONFIG window, if enabled.
+    pub fn ecam(&self) -> Option<(u64, u64)> {
+        self.ecam
+    }
+
+    /// PIRQA..H routes as the guest programmed them.
+    pub fn pirq_routes(&self) -> [Option<u8>; 8] {
+        self.pirq
+    }
+
+    /// Every range the board decodes now, with a description.
     pub fn served(&self) -> Vec<Served> {
         let mut v = Vec::new();
         for (r, d) in self.pio.iter() {
             let what = match d {
                 PortDev::ConfigAddress => "PCI config address (latch) + ICH9 RST_CNT at 0xcf9",
-                PortDev::ConfigData => "PCI config data (type-1, via Xen PCI_CONFIG ioreqs)",
+                PortDev::ConfigData => "PCI config data",
+                PortDev::PmIo => "ICH9 ACPI PM block",
             };
             v.push(Served {
                 range: IoRange::ports(r.start as u16, u16::try_from(r.len()).unwrap_or(u16::MAX)),
                 what: what.into(),
             });
         }
+        for (r, d) in self.mmio.iter() {
+            let what = match d {
+                MmioDev::Ecam => "MMCONFIG (ECAM)",
+                MmioDev::Rcrb => "ICH9 chipset configuration (RCBA)",
+            };
+            v.push(Served { range: IoRange::memory(r.start, r.len()), what: what.into() });
+        }
+        for (io, r, t) in self.pci.decoded() {
+            let name = self.pci.node(t.node).map(|n| n.dev.name().to_string()).unwrap_or_default();
+            let range = if io { IoRange::ports(r.start as u16, r.len() as u16) } else { IoRange::memory(r.start, r.len()) };
+            v.push(Served { range, what: format!("{name} BAR{}", t.bar) });
+        }
+        for s in self.pci.registered_sbdfs() {
+            let name = self.pci.find(s).and_then(|n| self.pci.node(n)).map(|n| n.dev.name().to_string()).unwrap_or_default();
+            v.push(Served { range: IoRange::pci(s), what: format!("config space of {name}") });
+        }
         v
     }
 
-    /// Whether an MMIO access of `size` bytes at `addr` hits something the board emulates.
-    pub fn claims_mmio(&self, _addr: u64, _size: u64) -> bool {
-        false
-    }
-
-    /// `info pci` text (QEMU's format).
-    pub fn info_pci(&self) -> String {
-        String::new()
-    }
-
-    /// The 4 KiB config space of `sbdf` in `lspci -xxxx` format, if the function exists.
-    pub fn dump_config(&self, _sbdf: crate::pci::Sbdf) -> Option<String> {
-        None
-    }
-
-    /// The ranges to claim.
+    /// The ranges to claim now.
     pub fn ranges(&self) -> Vec<IoRange> {
         self.served().into_iter().map(|s| s.range).collect()
     }
@@ -98,84 +194,430 @@ impl Machine {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for x in self.served() {
-            let _ = writeln!(s, "    {:<28} {}", x.range.to_string(), x.what);
+            let _ = writeln!(s, "    {:<30} {}", x.range.to_string(), x.what);
         }
         s
     }
 
-    fn pio_read(&mut self, dev: PortDev, port: u16, size: u8) -> u64 {
-        match dev {
-            PortDev::ConfigAddress if port == PCI_CONFIG_ADDRESS && size == 4 => u64::from(self.cf8),
-            PortDev::ConfigAddress if port == RST_CNT && size == 1 => u64::from(self.rst_cnt),
-            _ => ones(size),
+    /// Whether an MMIO access hits something the board emulates.
+    pub fn claims_mmio(&self, addr: u64, size: u64) -> bool {
+        self.mmio.find_access(addr, size).is_some() || self.pci.claims_mmio(addr, size)
+    }
+
+    /// `info pci` text (QEMU's format).
+    pub fn info_pci(&self) -> String {
+        self.pci.info_pci()
+    }
+
+    /// The config space of `sbdf` in `lspci -xxxx` format, if the function exists.
+    pub fn dump_config(&self, sbdf: Sbdf) -> Option<String> {
+        self.pci.dump_config(sbdf)
+    }
+
+    /// Adds a device at `bus`/`devfn` (hot-plug or start-up); effects go to `fx`.
+    pub fn add_device(
+        &mut self,
+        bus_name: &str,
+        devfn: Option<u8>,
+        id: &str,
+        dev: Box<dyn PciDevice>,
+        child_single_device: bool,
+        fx: &mut Effects,
+    ) -> Result<NodeId, MachineError> {
+        let bus = self.pci.bus_by_name(bus_name).ok_or_else(|| TopologyError::NoBus(bus_name.into()))?;
+        let devfn = match devfn {
+            Some(d) => d,
+            None => self.pci.free_slot(bus, 1)? << 3,
+        };
+        let n = self.pci.add(bus, devfn, id, dev, child_single_device)?;
+        let mut out = Outputs::default();
+        self.pci.sync(&mut out);
+        self.apply(out, fx);
+        Ok(n)
+    }
+
+    /// Resets the whole board (guest reboot).
+    pub fn reset(&mut self, fx: &mut Effects) {
+        let mut out = Outputs::default();
+        self.pci.reset_all(ResetKind::Warm, &mut out);
+        self.cf8 = 0;
+        self.apply(out, fx);
+    }
+
+    /// Turns topology outputs into hypervisor effects, handling chipset events.
+    pub fn apply(&mut self, out: Outputs, fx: &mut Effects) {
+        fx.extend(out.fx);
+        for (_, p) in out.platform {
+            self.platform(p, fx);
         }
     }
 
-    fn pio_write(&mut self, dev: PortDev, port: u16, size: u8, val: u64, fx: &mut Effects) {
-        match dev {
-            PortDev::ConfigAddress if port == PCI_CONFIG_ADDRESS && size == 4 => self.cf8 = val as u32,
-            PortDev::ConfigAddress if port == RST_CNT && size == 1 => {
-                // ICH9: bit 2 (RST_CPU) performs the reset; bits 1 (SYS_RST) and 3 (FULL_RST) are kept.
-                let v = val as u8;
-                self.rst_cnt = v & 0x0a;
-                if v & 0x04 != 0 {
-                    log::info!("guest wrote {v:#x} to RST_CNT: requesting a reboot");
-                    fx.push(Effect::Shutdown(SHUTDOWN_REBOOT));
+    fn remap_mmio(&mut self, dev: MmioDev, old: Option<(u64, u64)>, new: Option<(u64, u64)>, fx: &mut Effects) {
+        if let Some((b, s)) = old {
+            if self.mmio.remove(b).is_ok() {
+                fx.push(Effect::UnmapRange(IoRange::memory(b, s)));
+            }
+        }
+        if let Some((b, s)) = new {
+            match Range::new(b, s) {
+                Some(r) => match self.mmio.insert(r, dev) {
+                    Ok(()) => fx.push(Effect::MapRange(IoRange::memory(b, s))),
+                    Err(e) => guest_warn!("{dev:?} at {b:#x}: {e}; not decoded"),
+                },
+                None => guest_warn!("{dev:?} at {b:#x} size {s:#x} wraps the address space; not decoded"),
+            }
+        }
+    }
+
+    fn platform(&mut self, p: PlatformEvent, fx: &mut Effects) {
+        match p {
+            PlatformEvent::Ecam(new) => {
+                let old = self.ecam;
+                let new = new.filter(|(b, s)| {
+                    let ok = b.checked_add(*s).is_some_and(|end| end <= 1 << 36);
+                    if !ok {
+                        guest_warn!("MMCONFIG base {b:#x} is beyond the 36-bit address space; not decoded");
+                    }
+                    ok
+                });
+                self.remap_mmio(MmioDev::Ecam, old, new, fx);
+                self.ecam = new.filter(|(b, _)| self.mmio.find(*b).is_some_and(|(_, d)| *d == MmioDev::Ecam));
+            }
+            PlatformEvent::Rcba(new) => {
+                let old = self.rcba.map(|b| (b, q35::lpc::RCRB_SIZE));
+                self.remap_mmio(MmioDev::Rcrb, old, new.map(|b| (b, q35::lpc::RCRB_SIZE)), fx);
+                self.rcba = new.filter(|b| self.mmio.find(*b).is_some_and(|(_, d)| *d == MmioDev::Rcrb));
+            }
+            PlatformEvent::PmIo { base, .. } => {
+                if let Some(old) = self.pm_base.take() {
+                    if self.pio.remove(u64::from(old)).is_ok() {
+                        fx.push(Effect::UnmapRange(IoRange::ports(old, q35::lpc::PM_IO_SIZE)));
+                    }
+                }
+                if let Some(b) = base {
+                    match port_range(b, q35::lpc::PM_IO_SIZE).map(|r| self.pio.insert(r, PortDev::PmIo)) {
+                        Some(Ok(())) => {
+                            self.pm_base = Some(b);
+                            fx.push(Effect::MapRange(IoRange::ports(b, q35::lpc::PM_IO_SIZE)));
+                        }
+                        _ => guest_warn!("PMBASE {b:#x} overlaps another port range; PM block not decoded"),
+                    }
                 }
             }
-            _ => guest_warn!("write of {val:#x} (size {size}) to port {port:#x} ignored"),
+            PlatformEvent::PirqRoute { pirq, irq } => {
+                if let Some(slot) = self.pirq.get_mut(usize::from(pirq)) {
+                    *slot = irq;
+                }
+                if pirq >= 4 {
+                    fx.push(Effect::LinkRoute { link: pirq - 4, irq: irq.unwrap_or(0) });
+                } else {
+                    log::debug!("PIRQ{} -> {irq:?}: stored (Xen has four links, fed by PIRQE-H)", (b'A' + pirq) as char);
+                }
+            }
         }
+    }
+
+    fn config(&mut self, sbdf: Sbdf, reg: u16, size: u8, write: Option<u32>, fx: &mut Effects) -> u32 {
+        match write {
+            None => self.pci.config_read(sbdf, reg, size),
+            Some(v) => {
+                let mut out = Outputs::default();
+                self.pci.config_write(sbdf, reg, size, v, &mut out);
+                self.apply(out, fx);
+                0
+            }
+        }
+    }
+
+    fn ecam_access(&mut self, addr: u64, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
+        let Some((base, len)) = self.ecam else { return ones(size) };
+        let off = addr.wrapping_sub(base);
+        if size == 8 {
+            // Split like a 4-byte-max MMIO region: low dword first.
+            let lo = self.ecam_access(addr, 4, write.map(|v| v & 0xffff_ffff), fx);
+            let hi = self.ecam_access(addr.wrapping_add(4), 4, write.map(|v| v >> 32), fx);
+            return lo | hi << 32;
+        }
+        if off >= len || !matches!(size, 1 | 2 | 4) {
+            return ones(size);
+        }
+        let reg = (off & 0xfff) as u16;
+        if u32::from(reg) + u32::from(size) > 0x1000 {
+            guest_warn!("ECAM access at {addr:#x} size {size} crosses a function boundary; ignored");
+            return ones(size);
+        }
+        let sbdf = Sbdf::new(0, (off >> 20) as u8, ((off >> 15) & 0x1f) as u8, ((off >> 12) & 7) as u8);
+        u64::from(self.config(sbdf, reg, size, write.map(|v| v as u32), fx))
+    }
+
+    fn cf8_target(&self, port: u16) -> Option<(Sbdf, u16)> {
+        if self.cf8 & 0x8000_0000 == 0 {
+            return None;
+        }
+        let sbdf = Sbdf::from_raw((self.cf8 >> 8) & 0xffff);
+        Some((sbdf, ((self.cf8 & 0xfc) as u16) | (port & 3)))
+    }
+
+    fn pio_access(&mut self, dev: PortDev, port: u16, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
+        match dev {
+            PortDev::ConfigAddress => match (port, size, write) {
+                (PCI_CONFIG_ADDRESS, 4, None) => u64::from(self.cf8),
+                (PCI_CONFIG_ADDRESS, 4, Some(v)) => {
+                    self.cf8 = v as u32;
+                    0
+                }
+                (RST_CNT, 1, None) => u64::from(self.rst_cnt),
+                (RST_CNT, 1, Some(v)) => {
+                    // ICH9: bit 2 (RST_CPU) performs the reset; bits 1 (SYS_RST), 3 (FULL_RST) kept.
+                    let v = v as u8;
+                    self.rst_cnt = v & 0x0a;
+                    if v & 0x04 != 0 {
+                        log::info!("guest wrote {v:#x} to RST_CNT: reboot");
+                        fx.push(Effect::Shutdown(SHUTDOWN_REBOOT));
+                    }
+                    0
+                }
+                _ => ones(size),
+            },
+            PortDev::ConfigData => match self.cf8_target(port) {
+                Some((sbdf, reg)) => u64::from(self.config(sbdf, reg, size, write.map(|v| v as u32), fx)),
+                None => ones(size),
+            },
+            PortDev::PmIo => {
+                let off = usize::from(port.wrapping_sub(self.pm_base.unwrap_or(0)));
+                self.pm_access(off, size, write, fx)
+            }
+        }
+    }
+
+    fn pm_access(&mut self, off: usize, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
+        let n = usize::from(size);
+        let Some(bytes) = self.pm.bytes.get_mut(off..off + n) else { return ones(size) };
+        match write {
+            None => bytes.iter().rev().fold(0u64, |v, b| v << 8 | u64::from(*b)),
+            Some(v) => {
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    *b = (v >> (8 * i)) as u8;
+                }
+                // PM1_CNT at +4: SLP_EN (bit 13) with SLP_TYP (bits 12:10) = 0 is S5 in q35dm's
+                // DSDT (as in QEMU's); other sleep types are not supported and ignored.
+                if off <= 5 && off + n > 4 {
+                    let cnt = u16::from_le_bytes([
+                        self.pm.bytes.get(4).copied().unwrap_or(0),
+                        self.pm.bytes.get(5).copied().unwrap_or(0),
+                    ]);
+                    if cnt & 0x2000 != 0 {
+                        if let Some(b) = self.pm.bytes.get_mut(5) {
+                            *b &= !0x20;
+                        }
+                        match (cnt >> 10) & 7 {
+                            0 => {
+                                log::info!("guest entered S5: power off");
+                                fx.push(Effect::Shutdown(SHUTDOWN_POWEROFF));
+                            }
+                            t => guest_warn!("sleep type {t} requested through PM1_CNT: not supported, ignored"),
+                        }
+                    }
+                }
+                0
+            }
+        }
+    }
+
+    fn access(&mut self, space: Space, addr: u64, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
+        match space {
+            Space::PciConfig(sbdf) => u64::from(self.config(sbdf, addr as u16, size, write.map(|v| v as u32), fx)),
+            Space::Pio => {
+                if let Some((_, d)) = self.pio.find_access(addr, u64::from(size)) {
+                    let d = *d;
+                    return self.pio_access(d, addr as u16, size, write, fx);
+                }
+                self.bar_access(true, addr, size, write, fx)
+            }
+            Space::Mmio => {
+                if let Some((r, d)) = self.mmio.find_access(addr, u64::from(size)) {
+                    let (d, base) = (*d, r.start);
+                    return match d {
+                        MmioDev::Ecam => self.ecam_access(addr, size, write, fx),
+                        MmioDev::Rcrb => {
+                            let lpc = self.lpc;
+                            let rcrb = self.pci.node_mut(lpc).and_then(|n| n.dev.as_any_mut().downcast_mut::<q35::Lpc>());
+                            match (rcrb, write) {
+                                (Some(l), None) => l.rcrb.read(addr - base, size),
+                                (Some(l), Some(v)) => {
+                                    l.rcrb.write(addr - base, size, v);
+                                    0
+                                }
+                                (None, _) => ones(size),
+                            }
+                        }
+                    };
+                }
+                self.bar_access(false, addr, size, write, fx)
+            }
+        }
+    }
+
+    fn bar_access(&mut self, io: bool, addr: u64, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
+        match write {
+            None => match self.pci.bar_read(io, addr, size) {
+                Some(v) => v,
+                None => {
+                    guest_warn!("read of unclaimed {} {addr:#x} (size {size})", if io { "port" } else { "address" });
+                    ones(size)
+                }
+            },
+            Some(v) => {
+                let mut out = Outputs::default();
+                if !self.pci.bar_write(io, addr, size, v, &mut out) {
+                    guest_warn!("write of {v:#x} to unclaimed {} {addr:#x} (size {size})", if io { "port" } else { "address" });
+                }
+                self.apply(out, fx);
+                0
+            }
+        }
+    }
+
+    /// The MCH node.
+    pub fn mch(&self) -> NodeId {
+        self.mch
     }
 }
 
 impl IoHandler for Machine {
-    fn read(&mut self, space: Space, addr: u64, size: u8, _fx: &mut Effects) -> u64 {
-        match space {
-            Space::Pio => match self.pio.find_access(addr, u64::from(size)).map(|(_, d)| *d) {
-                Some(d) => self.pio_read(d, addr as u16, size),
-                None => {
-                    guest_warn!("read of unclaimed port {addr:#x} (size {size})");
-                    ones(size)
-                }
-            },
-            Space::Mmio | Space::PciConfig(_) => ones(size),
-        }
+    fn read(&mut self, space: Space, addr: u64, size: u8, fx: &mut Effects) -> u64 {
+        self.access(space, addr, size, None, fx) & ones(size)
     }
 
     fn write(&mut self, space: Space, addr: u64, size: u8, data: u64, fx: &mut Effects) {
-        match space {
-            Space::Pio => match self.pio.find_access(addr, u64::from(size)).map(|(_, d)| *d) {
-                Some(d) => self.pio_write(d, addr as u16, size, data, fx),
-                None => guest_warn!("write to unclaimed port {addr:#x} (size {size})"),
-            },
-            Space::Mmio | Space::PciConfig(_) => {}
-        }
+        self.access(space, addr, size, Some(data), fx);
     }
+}
+
+/// Board construction and change errors.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// A device could not be built.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The hierarchy refused a change.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// Fixed resources collide.
+    #[error("board layout: {0}")]
+    Layout(String),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn m() -> Machine {
+        Machine::new(MemLayout { below_4g: 256 << 20, above_4g: 0 }).unwrap()
+    }
+
+    fn cfg_rd(m: &mut Machine, bdf: u32, reg: u32, size: u8) -> u64 {
+        let mut fx = Vec::new();
+        m.write(Space::Pio, 0xcf8, 4, u64::from(0x8000_0000 | bdf << 8 | (reg & 0xfc)), &mut fx);
+        m.read(Space::Pio, 0xcfc + u64::from(reg & 3), size, &mut fx)
+    }
+
+    #[test]
+    fn q35_functions_answer_through_cf8() {
+        let mut m = m();
+        assert_eq!(cfg_rd(&mut m, 0, 0, 4), 0x29c0_8086);
+        assert_eq!(cfg_rd(&mut m, 0xf8, 0, 4), 0x2918_8086);
+        assert_eq!(cfg_rd(&mut m, 0xf8, 0xe, 1), 0x80, "LPC is multi-function");
+        assert_eq!(cfg_rd(&mut m, 0x08, 0, 4), 0xffff_ffff, "absent function");
+        assert_eq!(cfg_rd(&mut m, 0x100, 0, 4), 0xffff_ffff, "absent bus");
+        let regs: Vec<_> = m.pci.registered_sbdfs().collect();
+        assert_eq!(regs, vec![Sbdf::new(0, 0, 0, 0), Sbdf::new(0, 0, 0x1f, 0)]);
+    }
+
     #[test]
     fn config_address_latch_reads_back_only_as_dword() {
-        let mut m = Machine::new();
+        let mut m = m();
         let mut fx = Vec::new();
         m.write(Space::Pio, 0xcf8, 4, 0x8000_f840, &mut fx);
         assert_eq!(m.read(Space::Pio, 0xcf8, 4, &mut fx), 0x8000_f840);
         assert_eq!(m.read(Space::Pio, 0xcf8, 2, &mut fx), 0xffff);
-        assert_eq!(m.read(Space::Pio, 0xcfa, 1, &mut fx), 0xff);
         assert!(fx.is_empty());
     }
 
     #[test]
     fn rst_cnt_bit2_requests_reboot() {
-        let mut m = Machine::new();
+        let mut m = m();
         let mut fx = Vec::new();
         m.write(Space::Pio, 0xcf9, 1, 0x02, &mut fx);
         assert!(fx.is_empty());
-        assert_eq!(m.read(Space::Pio, 0xcf9, 1, &mut fx), 0x02);
         m.write(Space::Pio, 0xcf9, 1, 0x06, &mut fx);
         assert_eq!(fx, vec![Effect::Shutdown(SHUTDOWN_REBOOT)]);
+    }
+
+    #[test]
+    fn pciexbar_maps_ecam_and_relocates() {
+        let mut m = m();
+        let mut fx = Vec::new();
+        m.write(Space::PciConfig(Sbdf::new(0, 0, 0, 0)), 0x60, 4, 0xb000_0001, &mut fx);
+        assert_eq!(fx, vec![Effect::MapRange(IoRange::memory(0xb000_0000, 256 << 20))]);
+        assert_eq!(m.read(Space::Mmio, 0xb000_0000, 4, &mut fx), 0x29c0_8086);
+        assert_eq!(m.read(Space::Mmio, 0xb00f_8000, 2, &mut fx), 0x8086, "00:1f.0 via ECAM");
+        assert_eq!(m.read(Space::Mmio, 0xb00f_8002, 2, &mut fx), 0x2918);
+        assert_eq!(m.read(Space::Mmio, 0xb000_0000, 8, &mut fx), 0x0000_0000_29c0_8086, "8-byte split");
+        assert_eq!(m.read(Space::Mmio, 0xb000_0ffe, 4, &mut fx), 0xffff_ffff, "crosses a function");
+        assert_eq!(m.read(Space::Mmio, 0xb010_0000, 4, &mut fx), 0xffff_ffff, "bus 1 absent");
+        fx.clear();
+        m.write(Space::Mmio, 0xb000_0060, 4, 0xe000_0001, &mut fx);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::UnmapRange(IoRange::memory(0xb000_0000, 256 << 20)),
+                Effect::MapRange(IoRange::memory(0xe000_0000, 256 << 20)),
+            ]
+        );
+        assert!(!m.claims_mmio(0xb000_0000, 4));
+        assert_eq!(m.read(Space::Mmio, 0xe000_0000, 4, &mut fx), 0x29c0_8086);
+    }
+
+    #[test]
+    fn pirq_e_to_h_become_xen_link_routes() {
+        let mut m = m();
+        let mut fx = Vec::new();
+        m.write(Space::PciConfig(Sbdf::new(0, 0, 0x1f, 0)), 0x60, 4, 0x0b0b_0a0a, &mut fx);
+        assert!(fx.is_empty(), "PIRQA-D are not expressible to Xen");
+        m.write(Space::PciConfig(Sbdf::new(0, 0, 0x1f, 0)), 0x68, 4, 0x0b0b_0a0a, &mut fx);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::LinkRoute { link: 0, irq: 10 },
+                Effect::LinkRoute { link: 1, irq: 10 },
+                Effect::LinkRoute { link: 2, irq: 11 },
+                Effect::LinkRoute { link: 3, irq: 11 },
+            ]
+        );
+        assert_eq!(m.pirq_routes(), [Some(10), Some(10), Some(11), Some(11), Some(10), Some(10), Some(11), Some(11)]);
+    }
+
+    #[test]
+    fn pm_block_and_s5() {
+        let mut m = m();
+        let mut fx = Vec::new();
+        let lpc = Space::PciConfig(Sbdf::new(0, 0, 0x1f, 0));
+        m.write(lpc, 0x40, 4, 0xb000, &mut fx);
+        m.write(lpc, 0x44, 1, 0x80, &mut fx);
+        assert_eq!(fx, vec![Effect::MapRange(IoRange::ports(0xb000, 0x80))]);
+        fx.clear();
+        m.write(Space::Pio, 0xb004, 2, 0x2000, &mut fx);
+        assert_eq!(fx, vec![Effect::Shutdown(SHUTDOWN_POWEROFF)]);
+        assert_eq!(m.read(Space::Pio, 0xb004, 2, &mut fx) & 0x2000, 0, "SLP_EN reads 0");
+    }
+
+    #[test]
+    fn rcba_block() {
+        let mut m = m();
+        let mut fx = Vec::new();
+        m.write(Space::PciConfig(Sbdf::new(0, 0, 0x1f, 0)), 0xf0, 4, 0xfed1_c001, &mut fx);
+        assert_eq!(fx, vec![Effect::MapRange(IoRange::memory(0xfed1_c000, 0x4000))]);
+        assert_eq!(m.read(Space::Mmio, 0xfed1_f140, 2, &mut fx), 0x3210);
     }
 }

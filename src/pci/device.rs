@@ -50,6 +50,31 @@ pub enum PciEffect {
         /// Asserted.
         level: bool,
     },
+    /// A chipset-level change the board must act on (MMCONFIG window, interrupt routing, ...).
+    Platform(PlatformEvent),
+}
+
+/// Chipset events raised by board devices (MCH, LPC) through their config space.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PlatformEvent {
+    /// The MMCONFIG (ECAM) window: `Some((base, size))` when enabled, `None` when disabled.
+    Ecam(Option<(u64, u64)>),
+    /// A PIRQ routing register changed: PIRQ index 0-7 (A-H), ISA IRQ or `None` when disabled.
+    PirqRoute {
+        /// PIRQ index (0 = PIRQA).
+        pirq: u8,
+        /// Routed ISA IRQ.
+        irq: Option<u8>,
+    },
+    /// The ACPI PM I/O block moved: base port when decoding, `None` when off; SCI IRQ.
+    PmIo {
+        /// Base port of the 128-byte PM block.
+        base: Option<u16>,
+        /// SCI interrupt.
+        sci_irq: u8,
+    },
+    /// The chipset configuration block (RCBA) moved: base when enabled.
+    Rcba(Option<u64>),
 }
 
 impl From<BarChange> for PciEffect {

@@ -2,11 +2,13 @@
 
 pub mod address;
 pub mod bar;
+pub mod bridge;
 pub mod caps;
 pub mod config;
 pub mod device;
 pub mod msi;
 pub mod msix;
+pub mod topology;
 
 pub use address::Sbdf;
 pub use bar::{BarChange, BarKind, BarMapping, BarSet, BarSpec};
