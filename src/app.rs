@@ -9,6 +9,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 use xen_bindings::sys::{LinuxSys, SysError, XenSys};
 
+use crate::cmdline::chardev::{ChardevBackend, SocketAddr};
+use crate::cmdline::config::MonitorMode;
+use crate::cmdline::{Accel as CmdAccel, RunConfig};
 use crate::ioreq::Engine;
 use crate::machine::Machine;
 use crate::monitor;
@@ -47,6 +50,8 @@ pub struct Options {
     pub monitors: Vec<MonitorSpec>,
     /// QMP sockets to serve.
     pub qmp: Vec<QmpSpec>,
+    /// `-S`: report `prelaunch` until `cont`.
+    pub start_paused: bool,
 }
 
 /// Where a QMP server listens.
@@ -69,7 +74,7 @@ pub enum MonitorSpec {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256, monitors: Vec::new(), qmp: Vec::new() }
+        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256, monitors: Vec::new(), qmp: Vec::new(), start_paused: false }
     }
 }
 
@@ -187,6 +192,72 @@ pub fn summary(opts: &Options, engine: &Engine, machine: &Machine) -> String {
     out
 }
 
+/// Builds [`Options`] from a parsed command line.
+pub fn options_from(cfg: &RunConfig) -> Result<Options, AppError> {
+    let vm = &cfg.vm;
+    let accel = match cfg.accel {
+        CmdAccel::Sim => Accel::Sim,
+        CmdAccel::Xen => Accel::Xen,
+    };
+    let mut o = Options {
+        accel,
+        domid: vm.domid.unwrap_or(1),
+        vcpus: vm.smp.as_ref().map_or(1, |s| s.cpus.max(1)),
+        memory_mib: vm.memory_mib().unwrap_or(256),
+        ..Options::default()
+    };
+    if cfg.native.vcpus.is_none() && vm.smp.is_none() && accel == Accel::Sim {
+        o.vcpus = 2;
+    }
+    o.start_paused = vm.start_paused;
+    for m in &vm.monitors {
+        let Some(ch) = vm.chardev(&m.chardev) else { continue };
+        match (&m.mode, &ch.backend) {
+            (MonitorMode::Control, ChardevBackend::Socket(sock)) if sock.server => match &sock.addr {
+                SocketAddr::Unix(p) => o.qmp.push(QmpSpec::Path(p.clone())),
+                SocketAddr::Fd(fd) => o.qmp.push(QmpSpec::Fd(*fd)),
+                SocketAddr::Inet { .. } => log::warn!("QMP on TCP ({}) is not served; use a unix socket", ch.id),
+            },
+            (MonitorMode::Readline, ChardevBackend::Stdio) => o.monitors.push(MonitorSpec::Stdio),
+            (MonitorMode::Readline, ChardevBackend::Socket(sock)) if sock.server => match &sock.addr {
+                SocketAddr::Unix(p) => o.monitors.push(MonitorSpec::Unix(p.clone())),
+                _ => log::warn!("monitor on {}: only unix sockets and stdio are served", ch.id),
+            },
+            (mode, b) => log::warn!("{mode:?} monitor on chardev {} ({}): backend not served", ch.id, b.name()),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs the device model described by a parsed command line (or answers libxl's probe).
+pub fn run_config(cfg: &RunConfig) -> Result<ExitReason, AppError> {
+    let opts = options_from(cfg)?;
+    if cfg.is_probe() {
+        return run_probe(&opts);
+    }
+    run(&opts)
+}
+
+/// libxl's capability probe (`-machine none`): serve QMP on the given socket until `quit` (or a
+/// signal), without touching any hypervisor.
+pub fn run_probe(opts: &Options) -> Result<ExitReason, AppError> {
+    let signals = termination_signals()?;
+    let (lp, handle) = event_loop::<Machine>()?;
+    let vm = Vm::new(handle.clone(), None, RunState::Prelaunch);
+    let qctx = QmpContext::new(vm.clone(), 0, Box::new(NoHandlers));
+    for q in &opts.qmp {
+        let l = match q {
+            QmpSpec::Path(p) => qmp::bind_path(p)?,
+            QmpSpec::Fd(fd) => qmp::adopt_listener(*fd)?,
+        };
+        drop(qmp::spawn(qctx.clone(), l, "probe")?);
+    }
+    info!("capability probe: answering QMP until quit");
+    let read = || signals.read_signal().ok().flatten().map(|s| s.ssi_signo as i32);
+    let sfd = std::os::fd::AsFd::as_fd(&signals);
+    Ok(lp.run_idle(Some((sfd, &read)))?)
+}
+
 /// Runs the device model until a termination signal.
 pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let signals = termination_signals()?;
@@ -196,7 +267,8 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let mut engine = start(opts, &backend, &machine)?;
     print!("{}", summary(opts, &engine, &machine));
     let (lp, handle) = event_loop::<Machine>()?;
-    let vm = Vm::new(handle, backend.sim.clone(), RunState::Running);
+    let initial = if opts.start_paused { RunState::Prelaunch } else { RunState::Running };
+    let vm = Vm::new(handle, backend.sim.clone(), initial);
     let qctx = QmpContext::new(vm.clone(), engine.server().nr_vcpus() as u32, Box::new(NoHandlers));
     for q in &opts.qmp {
         let (l, name) = match q {

@@ -157,6 +157,42 @@ impl<M: IoHandler> EventLoop<M> {
     }
 }
 
+impl<M> EventLoop<M> {
+    /// Waits for stop or a signal without serving ioreqs (libxl's probe run). Queued jobs are
+    /// refused (their callers see [`LoopGone`]).
+    pub fn run_idle(self, signals: Option<(BorrowedFd<'_>, &dyn Fn() -> Option<i32>)>) -> Result<ExitReason, LoopError> {
+        loop {
+            let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+            if let Some((sfd, _)) = &signals {
+                fds.push(PollFd::new(*sfd, PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+            let (wk, sg) = (ready(0), ready(1));
+            drop(fds);
+            if wk {
+                let _ = self.wake.read();
+                while let Ok(msg) = self.rx.try_recv() {
+                    if let Msg::Stop = msg {
+                        return Ok(ExitReason::Stopped);
+                    }
+                }
+            }
+            if sg {
+                if let Some((_, read)) = &signals {
+                    if let Some(sig) = read() {
+                        return Ok(ExitReason::Signal(sig));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Runs `machine` and `engine` on a new thread. The thread returns both when the loop ends.
 pub fn spawn<M: IoHandler + Send + 'static>(
     mut machine: M,
