@@ -361,7 +361,6 @@ impl Machine {
     fn pio_access(&mut self, dev: PortDev, port: u16, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
         match dev {
             PortDev::ConfigAddress => match (port, size, write) {
-                (PCI_CONFIG_ADDRESS, 4, None) => u64::from(self.cf8),
                 (PCI_CONFIG_ADDRESS, 4, Some(v)) => {
                     self.cf8 = v as u32;
                     0
@@ -377,7 +376,10 @@ impl Machine {
                     }
                     0
                 }
-                _ => ones(size),
+                // Narrower reads see the corresponding bytes of the latched address; narrower
+                // writes are ignored (Xen, like the chipset, latches dword writes only).
+                (p, s, None) => (u64::from(self.cf8) >> (8 * u64::from(p.wrapping_sub(PCI_CONFIG_ADDRESS) & 3))) & ones(s),
+                _ => 0,
             },
             PortDev::ConfigData => match self.cf8_target(port) {
                 Some((sbdf, reg)) => u64::from(self.config(sbdf, reg, size, write.map(|v| v as u32), fx)),
@@ -540,7 +542,11 @@ mod tests {
         let mut fx = Vec::new();
         m.write(Space::Pio, 0xcf8, 4, 0x8000_f840, &mut fx);
         assert_eq!(m.read(Space::Pio, 0xcf8, 4, &mut fx), 0x8000_f840);
-        assert_eq!(m.read(Space::Pio, 0xcf8, 2, &mut fx), 0xffff);
+        assert_eq!(m.read(Space::Pio, 0xcf8, 2, &mut fx), 0xf840);
+        assert_eq!(m.read(Space::Pio, 0xcfa, 2, &mut fx), 0x8000);
+        assert_eq!(m.read(Space::Pio, 0xcfb, 1, &mut fx), 0x80);
+        m.write(Space::Pio, 0xcf8, 2, 0, &mut fx);
+        assert_eq!(m.read(Space::Pio, 0xcf8, 4, &mut fx), 0x8000_f840, "word writes do not latch");
         assert!(fx.is_empty());
     }
 

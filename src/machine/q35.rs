@@ -10,8 +10,9 @@
 //!   base takes bits 35:28 (256 MiB), 35:27 (128 MiB) or 35:26 (64 MiB), the positions in the
 //!   datasheet (QEMU uses 26/25 for the two low bits; with the usual 256 MiB-aligned bases both
 //!   agree). Every write recomputes the window: the board unmaps the old range and claims the new
-//!   one with the hypervisor (Xen never turns ECAM accesses into PCI_CONFIG, xen-abi.md §4). The
-//!   reserved length 11b is ignored with a log and leaves the window off.
+//!   one with the hypervisor (Xen never turns ECAM accesses into PCI_CONFIG, xen-abi.md §4). A
+//!   value with the reserved length 11b is stored but ignored, with a log: the window stays as
+//!   it was (QEMU's behaviour).
 //! - **PAM0-6** are stored and read back. Xen maps 0xC0000-0xFFFFF as RAM for HVM guests and
 //!   loads the firmware there itself, so there is no shadowing to switch.
 //! - **SMRAM / ESMRAMC**: Xen HVM guests have no SMM. The registers keep their architectural
@@ -177,8 +178,9 @@ impl Mch {
         let new = match decode_pciexbar(self.pciexbar()) {
             Ok(w) => w,
             Err(()) => {
-                guest_warn!("PCIEXBAR {:#x}: length 11b is reserved; MMCONFIG stays disabled", self.pciexbar());
-                None
+                // Ignored, as QEMU does: the window stays as it was.
+                guest_warn!("PCIEXBAR {:#x}: length 11b is reserved; write ignored", self.pciexbar());
+                return;
             }
         };
         if new != self.ecam {
@@ -494,7 +496,10 @@ mod tests {
         let fx = m.config_write(0x60, 4, 0xe000_0000 | 0b101); // 64 MiB at 0xe0000000
         assert_eq!(platform(&fx), vec![PlatformEvent::Ecam(Some((0xe000_0000, 64 << 20)))]);
         let fx = m.config_write(0x60, 4, 0xe000_0000 | 0b111);
-        assert_eq!(platform(&fx), vec![PlatformEvent::Ecam(None)], "reserved length disables");
+        assert!(platform(&fx).is_empty(), "reserved length is ignored");
+        assert_eq!(m.ecam(), Some((0xe000_0000, 64 << 20)));
+        let fx = m.config_write(0x60, 4, 0xe000_0000);
+        assert_eq!(platform(&fx), vec![PlatformEvent::Ecam(None)]);
         let fx = m.config_write(0x64, 1, 0x01);
         assert!(platform(&fx).is_empty(), "writes that change nothing emit nothing");
         let fx = m.config_write(0x60, 4, 0x1);
