@@ -274,3 +274,45 @@ mod tests {
         assert!(!sbr_rising(bctl::BUS_RESET, 0));
     }
 }
+
+/// Builds a type-1 function from `spec` (its header type is forced to type 1) with the bridge
+/// registers of [`bridge_regs`] installed.
+pub fn bridge_function(
+    spec: crate::pci::device::FunctionSpec,
+) -> Result<crate::pci::device::GenericFunction, crate::pci::device::DeviceError> {
+    let name = spec.name.clone();
+    let mut f = crate::pci::device::GenericFunction::new(spec.header_type(crate::pci::config::HeaderType::Type1))?;
+    f.config_mut()
+        .apply_table(0, &bridge_regs())
+        .map_err(|source| crate::pci::device::DeviceError::Config { name, source })?;
+    Ok(f)
+}
+
+/// A plain PCI-to-PCI bridge (no capabilities): the type-1 header and nothing else. Used for
+/// tests of the hierarchy and as the base the PCIe ports extend.
+pub struct PciBridge {
+    f: crate::pci::device::GenericFunction,
+}
+
+impl PciBridge {
+    /// A bridge with `ids` (class is forced to 0604).
+    pub fn new(name: &str, ids: crate::pci::config::HeaderIds) -> Result<Self, crate::pci::device::DeviceError> {
+        let ids = crate::pci::config::HeaderIds { class_code: 0x06_04_00, ..ids };
+        Ok(Self { f: bridge_function(crate::pci::device::FunctionSpec::new(name, ids).express())? })
+    }
+}
+
+impl crate::pci::device::PciDevice for PciBridge {
+    fn function(&self) -> &crate::pci::device::GenericFunction {
+        &self.f
+    }
+    fn function_mut(&mut self) -> &mut crate::pci::device::GenericFunction {
+        &mut self.f
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}

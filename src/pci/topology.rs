@@ -722,3 +722,217 @@ impl Topology {
         Some(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pci::bar::BarSpec;
+    use crate::pci::bridge::PciBridge;
+    use crate::pci::config::{cmd, HeaderIds};
+    use crate::pci::device::{FunctionSpec, GenericFunction};
+
+    fn ids(dev: u16) -> HeaderIds {
+        HeaderIds { vendor_id: 0x1234, device_id: dev, class_code: 0x02_00_00, ..Default::default() }
+    }
+
+    fn endpoint(dev: u16) -> Box<dyn PciDevice> {
+        let spec = FunctionSpec::new(format!("ep{dev:x}"), ids(dev))
+            .express()
+            .bar(BarSpec::mem32(0, 0x1000, false))
+            .bar(BarSpec::io(1, 0x20))
+            .intx(IntxPin::A);
+        Box::new(GenericFunction::new(spec).unwrap())
+    }
+
+    fn bridge() -> Box<dyn PciDevice> {
+        Box::new(PciBridge::new("br", ids(0xb)).unwrap())
+    }
+
+    fn w(t: &mut Topology, s: Sbdf, off: u16, size: u8, v: u32) -> Outputs {
+        let mut out = Outputs::default();
+        t.config_write(s, off, size, v, &mut out);
+        out
+    }
+
+    fn maps(out: &Outputs) -> Vec<Effect> {
+        out.fx.iter().filter(|e| matches!(e, Effect::MapRange(_) | Effect::UnmapRange(_))).cloned().collect()
+    }
+
+    /// root: 00:02.0 bridge -> bus "b1": 00.0 bridge -> bus "b2": 00.0 endpoint
+    fn two_level() -> (Topology, NodeId, NodeId, NodeId) {
+        let mut t = Topology::new();
+        let b1 = t.add(ROOT_BUS, 2 << 3, "b1", bridge(), true).unwrap();
+        let bus1 = t.bus_by_name("b1").unwrap();
+        let b2 = t.add(bus1, 0, "b2", bridge(), true).unwrap();
+        let bus2 = t.bus_by_name("b2").unwrap();
+        let ep = t.add(bus2, 0, "ep", endpoint(0xe), false).unwrap();
+        let mut out = Outputs::default();
+        t.sync(&mut out);
+        (t, b1, b2, ep)
+    }
+
+    #[test]
+    fn type1_routing_follows_bus_numbers() {
+        let (mut t, b1, b2, ep) = two_level();
+        let ep_at = |bus| Sbdf::new(0, bus, 0, 0);
+        assert_eq!(t.find(ep_at(2)), None, "nothing numbered yet");
+        let out = w(&mut t, Sbdf::new(0, 0, 2, 0), breg::PRIMARY_BUS, 4, 0x00_05_01_00);
+        assert!(maps(&out).contains(&Effect::MapRange(IoRange::pci(Sbdf::new(0, 1, 0, 0)))), "b2 appears on bus 1");
+        assert_eq!(t.find(Sbdf::new(0, 1, 0, 0)), Some(b2));
+        w(&mut t, Sbdf::new(0, 1, 0, 0), breg::PRIMARY_BUS, 4, 0x00_05_02_01);
+        assert_eq!(t.find(ep_at(2)), Some(ep));
+        assert_eq!(t.config_read(ep_at(2), 0, 4), 0x000e_1234);
+        assert_eq!(t.config_read(ep_at(3), 0, 4), 0xffff_ffff);
+        assert_eq!(t.sbdf_of(ep), Some(ep_at(2)));
+        // Renumber: the endpoint moves to bus 4 and Xen must learn the new SBDF.
+        let out = w(&mut t, Sbdf::new(0, 1, 0, 0), breg::SECONDARY_BUS, 1, 4);
+        let m = maps(&out);
+        assert!(m.contains(&Effect::UnmapRange(IoRange::pci(ep_at(2)))));
+        assert!(m.contains(&Effect::MapRange(IoRange::pci(ep_at(4)))));
+        assert_eq!(t.find(ep_at(4)), Some(ep));
+        // A subordinate below the secondary claims nothing.
+        w(&mut t, Sbdf::new(0, 0, 2, 0), breg::SUBORDINATE_BUS, 1, 0);
+        assert_eq!(t.find(Sbdf::new(0, 1, 0, 0)), None);
+        let _ = b1;
+    }
+
+    #[test]
+    fn only_device_zero_below_a_port_and_fn0_gates_others() {
+        let mut t = Topology::new();
+        t.add(ROOT_BUS, 3 << 3, "rp", bridge(), true).unwrap();
+        let bus = t.bus_by_name("rp").unwrap();
+        assert!(matches!(t.add(bus, 1 << 3, "x", endpoint(1), false), Err(TopologyError::PortSlot { .. })));
+        let f1 = t.add(ROOT_BUS, (5 << 3) | 1, "f1", endpoint(1), false).unwrap();
+        assert_eq!(t.find(Sbdf::new(0, 0, 5, 1)), None, "function 1 without function 0 is invisible");
+        t.add(ROOT_BUS, 5 << 3, "f0", endpoint(0), false).unwrap();
+        assert_eq!(t.find(Sbdf::new(0, 0, 5, 1)), Some(f1));
+        assert!(matches!(t.add(ROOT_BUS, 5 << 3, "dup", endpoint(0), false), Err(TopologyError::Occupied { .. })));
+        assert!(matches!(t.add(ROOT_BUS, 6 << 3, "f0", endpoint(0), false), Err(TopologyError::DuplicateId(_))));
+    }
+
+    fn program_ep_bar(t: &mut Topology, s: Sbdf, addr: u32) {
+        w(t, s, 0x10, 4, addr);
+        w(t, s, 0x14, 4, 0xc001);
+        w(t, s, reg::COMMAND, 2, u32::from(cmd::MEMORY | cmd::IO));
+    }
+
+    #[test]
+    fn bars_behind_bridges_decode_only_through_open_windows() {
+        let (mut t, _, _, _) = two_level();
+        w(&mut t, Sbdf::new(0, 0, 2, 0), breg::PRIMARY_BUS, 4, 0x00_05_01_00);
+        w(&mut t, Sbdf::new(0, 1, 0, 0), breg::PRIMARY_BUS, 4, 0x00_05_02_01);
+        let ep = Sbdf::new(0, 2, 0, 0);
+        program_ep_bar(&mut t, ep, 0xfe00_0000);
+        assert!(!t.claims_mmio(0xfe00_0000, 4), "bridge windows closed");
+        for s in [Sbdf::new(0, 0, 2, 0), Sbdf::new(0, 1, 0, 0)] {
+            w(&mut t, s, breg::MEM_BASE, 2, 0xfe00);
+            w(&mut t, s, breg::MEM_LIMIT, 2, 0xfe00);
+            w(&mut t, s, breg::IO_BASE, 1, 0xc0);
+            w(&mut t, s, breg::IO_LIMIT, 1, 0xc0);
+        }
+        assert!(!t.claims_mmio(0xfe00_0000, 4), "bridge Command.MEM still off");
+        w(&mut t, Sbdf::new(0, 0, 2, 0), reg::COMMAND, 2, u32::from(cmd::MEMORY | cmd::IO));
+        let out = w(&mut t, Sbdf::new(0, 1, 0, 0), reg::COMMAND, 2, u32::from(cmd::MEMORY | cmd::IO));
+        assert!(maps(&out).contains(&Effect::MapRange(IoRange::memory(0xfe00_0000, 0x1000))));
+        assert!(maps(&out).contains(&Effect::MapRange(IoRange::ports(0xc000, 0x20))));
+        assert!(t.claims_mmio(0xfe00_0ffc, 4));
+        // Shrinking the upper window (limit below base) kills the decode again.
+        let out = w(&mut t, Sbdf::new(0, 0, 2, 0), breg::MEM_LIMIT, 2, 0);
+        assert!(maps(&out).contains(&Effect::UnmapRange(IoRange::memory(0xfe00_0000, 0x1000))));
+        assert!(!t.claims_mmio(0xfe00_0000, 4));
+    }
+
+    #[test]
+    fn overlapping_bars_first_wins_and_nothing_panics() {
+        let mut t = Topology::new();
+        t.add(ROOT_BUS, 3 << 3, "a", endpoint(1), false).unwrap();
+        t.add(ROOT_BUS, 4 << 3, "b", endpoint(2), false).unwrap();
+        program_ep_bar(&mut t, Sbdf::new(0, 0, 3, 0), 0xfe00_0000);
+        let out = Outputs::default();
+        drop(out);
+        let mut out = Outputs::default();
+        t.config_write(Sbdf::new(0, 0, 4, 0), 0x10, 4, 0xfe00_0000, &mut out);
+        t.config_write(Sbdf::new(0, 0, 4, 0), 0x14, 4, 0xc101, &mut out);
+        t.config_write(Sbdf::new(0, 0, 4, 0), reg::COMMAND, 2, u32::from(cmd::MEMORY | cmd::IO), &mut out);
+        let mmio: Vec<_> = t.decoded().into_iter().filter(|(io, _, _)| !io).collect();
+        assert_eq!(mmio.len(), 1, "the second BAR on the same range is not decoded");
+        assert!(t.claims_pio(0xc100, 4), "its non-overlapping I/O BAR still decodes");
+        // Moving it away makes it decode.
+        t.config_write(Sbdf::new(0, 0, 4, 0), 0x10, 4, 0xfe10_0000, &mut out);
+        assert!(t.claims_mmio(0xfe10_0000, 4));
+    }
+
+    #[test]
+    fn intx_is_swizzled_and_wire_ored() {
+        let mut t = Topology::new();
+        let br = t.add(ROOT_BUS, 3 << 3, "br", bridge(), false).unwrap();
+        let bus = t.bus_by_name("br").unwrap();
+        let a = t.add(bus, 1 << 3, "a", endpoint(1), false).unwrap();
+        let b = t.add(bus, 5 << 3, "b", endpoint(2), false).unwrap();
+        assert_eq!(t.root_intx(a, IntxPin::A), Some((3, IntxPin::B)));
+        assert_eq!(t.root_intx(b, IntxPin::A), Some((3, IntxPin::B)), "(0 + 5) % 4 = 1 as well");
+        let mut out = Outputs::default();
+        t.handle(a, vec![PciEffect::Intx { pin: IntxPin::A, level: true }], &mut out);
+        t.handle(b, vec![PciEffect::Intx { pin: IntxPin::A, level: true }], &mut out);
+        t.handle(a, vec![PciEffect::Intx { pin: IntxPin::A, level: false }], &mut out);
+        assert_eq!(out.fx, vec![Effect::PciIntx { device: 3, intx: 1, level: true }], "still held by b");
+        t.handle(b, vec![PciEffect::Intx { pin: IntxPin::A, level: false }], &mut out);
+        assert_eq!(out.fx.last(), Some(&Effect::PciIntx { device: 3, intx: 1, level: false }));
+        // Removing a device that holds the line releases it.
+        let mut out = Outputs::default();
+        t.handle(a, vec![PciEffect::Intx { pin: IntxPin::A, level: true }], &mut out);
+        t.remove(br, &mut out).unwrap();
+        assert_eq!(out.fx.last(), Some(&Effect::PciIntx { device: 3, intx: 1, level: false }));
+        assert!(t.bus_by_name("br").is_none());
+    }
+
+    #[test]
+    fn secondary_bus_reset_resets_below_only() {
+        let (mut t, _, _, _) = two_level();
+        w(&mut t, Sbdf::new(0, 0, 2, 0), breg::PRIMARY_BUS, 4, 0x00_05_01_00);
+        w(&mut t, Sbdf::new(0, 1, 0, 0), breg::PRIMARY_BUS, 4, 0x00_05_02_01);
+        w(&mut t, Sbdf::new(0, 2, 0, 0), reg::INTERRUPT_LINE, 1, 0x0b);
+        w(&mut t, Sbdf::new(0, 0, 2, 0), reg::INTERRUPT_LINE, 1, 0x0a);
+        // SBR on the lower bridge: the endpoint is reset, bridges keep their state.
+        w(&mut t, Sbdf::new(0, 1, 0, 0), breg::BRIDGE_CONTROL, 2, u32::from(bridge::bctl::BUS_RESET));
+        assert_eq!(t.config_read(Sbdf::new(0, 2, 0, 0), reg::INTERRUPT_LINE, 1), 0);
+        assert_eq!(t.config_read(Sbdf::new(0, 0, 2, 0), reg::INTERRUPT_LINE, 1), 0x0a);
+        w(&mut t, Sbdf::new(0, 1, 0, 0), breg::BRIDGE_CONTROL, 2, 0);
+        // SBR on the upper bridge resets the lower bridge too (its bus numbers go back to 0).
+        w(&mut t, Sbdf::new(0, 0, 2, 0), breg::BRIDGE_CONTROL, 2, u32::from(bridge::bctl::BUS_RESET));
+        assert_eq!(t.find(Sbdf::new(0, 2, 0, 0)), None);
+    }
+
+    #[test]
+    fn powered_off_functions_read_all_ones_and_decode_nothing() {
+        let mut t = Topology::new();
+        let a = t.add(ROOT_BUS, 3 << 3, "a", endpoint(1), false).unwrap();
+        program_ep_bar(&mut t, Sbdf::new(0, 0, 3, 0), 0xfe00_0000);
+        assert!(t.claims_mmio(0xfe00_0000, 4));
+        let mut out = Outputs::default();
+        t.set_powered(a, false, &mut out);
+        assert_eq!(t.config_read(Sbdf::new(0, 0, 3, 0), 0, 4), 0xffff_ffff);
+        assert!(!t.claims_mmio(0xfe00_0000, 4));
+        assert!(maps(&out).contains(&Effect::UnmapRange(IoRange::pci(Sbdf::new(0, 0, 3, 0)))));
+        t.set_powered(a, true, &mut out);
+        assert_eq!(t.config_read(Sbdf::new(0, 0, 3, 0), 0, 4), 0x0001_1234);
+        assert!(!t.claims_mmio(0xfe00_0000, 4), "power-on reset cleared the BAR");
+    }
+
+    #[test]
+    fn info_pci_lists_bridges_and_what_is_below() {
+        let (mut t, _, _, _) = two_level();
+        w(&mut t, Sbdf::new(0, 0, 2, 0), breg::PRIMARY_BUS, 4, 0x00_05_01_00);
+        w(&mut t, Sbdf::new(0, 1, 0, 0), breg::PRIMARY_BUS, 4, 0x00_05_02_01);
+        let s = t.info_pci();
+        assert!(s.contains("  Bus  0, device   2, function 0:\n    PCI bridge: PCI device 1234:000b\n"), "{s}");
+        assert!(s.contains("      secondary bus 1.\n      subordinate bus 5.\n"), "{s}");
+        assert!(s.contains("  Bus  2, device   0, function 0:\n    Ethernet controller: PCI device 1234:000e\n"), "{s}");
+        assert!(s.contains("      BAR0: 32 bit memory at 0xffffffffffffffff [0x00000ffe].\n"), "{s}");
+        assert!(s.contains("      BAR1: I/O at 0xffffffffffffffff [0x001e].\n"), "{s}");
+        assert!(s.contains("      id \"ep\"\n"), "{s}");
+        let d = t.dump_config(Sbdf::new(0, 2, 0, 0)).unwrap();
+        assert!(d.starts_with("02:00.0 Ethernet controller: q35dm epe\n00: 34 12 0e 00"), "{d}");
+        assert!(d.contains("\nff0: "), "4 KiB for an Express function");
+    }
+}
