@@ -14,12 +14,12 @@ use crate::cmdline::config::MonitorMode;
 use crate::cmdline::{Accel as CmdAccel, RunConfig};
 use crate::ioreq::Engine;
 use crate::machine::Machine;
+use crate::memory::MapCache;
 use crate::monitor;
 use crate::monitor::qmp::{self, NoHandlers, QmpContext};
-use crate::vm::{RunState, Vm};
-use crate::memory::MapCache;
 use crate::runtime::{event_loop, ExitReason, LoopError};
 use crate::sim::{SimConfig, SimXen};
+use crate::vm::{RunState, Vm};
 use crate::xen::{IoreqServer, ServerError, ServerOptions};
 
 /// Which hypervisor to serve.
@@ -74,7 +74,15 @@ pub enum MonitorSpec {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { accel: Accel::Sim, domid: 1, vcpus: 2, memory_mib: 256, monitors: Vec::new(), qmp: Vec::new(), start_paused: false }
+        Self {
+            accel: Accel::Sim,
+            domid: 1,
+            vcpus: 2,
+            memory_mib: 256,
+            monitors: Vec::new(),
+            qmp: Vec::new(),
+            start_paused: false,
+        }
     }
 }
 
@@ -263,7 +271,8 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let signals = termination_signals()?;
     let backend = open_backend(opts)?;
     let (below_4g, above_4g) = ram_layout(opts.memory_mib);
-    let mut machine = Machine::new(crate::machine::MemLayout { below_4g, above_4g }).map_err(|e| AppError::Machine(e.to_string()))?;
+    let mut machine =
+        Machine::new(crate::machine::MemLayout { below_4g, above_4g }).map_err(|e| AppError::Machine(e.to_string()))?;
     let mut engine = start(opts, &backend, &machine)?;
     print!("{}", summary(opts, &engine, &machine));
     let (lp, handle) = event_loop::<Machine>()?;

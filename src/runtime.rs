@@ -160,7 +160,10 @@ impl<M: IoHandler> EventLoop<M> {
 impl<M> EventLoop<M> {
     /// Waits for stop or a signal without serving ioreqs (libxl's probe run). Queued jobs are
     /// refused (their callers see [`LoopGone`]).
-    pub fn run_idle(self, signals: Option<(BorrowedFd<'_>, &dyn Fn() -> Option<i32>)>) -> Result<ExitReason, LoopError> {
+    pub fn run_idle(
+        self,
+        signals: Option<(BorrowedFd<'_>, &dyn Fn() -> Option<i32>)>,
+    ) -> Result<ExitReason, LoopError> {
         loop {
             let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
             if let Some((sfd, _)) = &signals {
@@ -193,11 +196,14 @@ impl<M> EventLoop<M> {
     }
 }
 
+/// What a loop thread returns: the machine, the engine and why the loop ended.
+pub type LoopThread<M> = std::thread::JoinHandle<(M, Engine, Result<ExitReason, LoopError>)>;
+
 /// Runs `machine` and `engine` on a new thread. The thread returns both when the loop ends.
 pub fn spawn<M: IoHandler + Send + 'static>(
     mut machine: M,
     mut engine: Engine,
-) -> std::io::Result<(LoopHandle<M>, std::thread::JoinHandle<(M, Engine, Result<ExitReason, LoopError>)>)> {
+) -> std::io::Result<(LoopHandle<M>, LoopThread<M>)> {
     let (lp, handle) = event_loop::<M>()?;
     let join = std::thread::Builder::new().name("q35dm-ioreq".into()).spawn(move || {
         let r = lp.run(&mut machine, &mut engine, None);

@@ -58,6 +58,9 @@ pub enum VmError {
     Invalid(String),
 }
 
+/// A run-state listener.
+pub type StateListener = Box<dyn Fn(RunState) + Send>;
+
 /// Handle shared by every control-plane thread.
 pub struct Vm {
     handle: LoopHandle<Machine>,
@@ -67,7 +70,7 @@ pub struct Vm {
     /// Called (once) when `quit` is requested.
     on_quit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Called on every run-state change (xenstore `state`).
-    on_state: Mutex<Vec<Box<dyn Fn(RunState) + Send>>>,
+    on_state: Mutex<Vec<StateListener>>,
 }
 
 impl std::fmt::Debug for Vm {

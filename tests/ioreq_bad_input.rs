@@ -15,7 +15,16 @@ fn cfg() -> SimConfig {
 }
 
 fn raw(type_: u8, addr: u64, size: u32, count: u32, dir: u8, data: u64, ptr: bool) -> Ioreq {
-    Ioreq { addr, data, count, size, vp_eport: 0, pad0: 0, flags: Ioreq::make_flags(STATE_IOREQ_READY, ptr, dir, false), type_ }
+    Ioreq {
+        addr,
+        data,
+        count,
+        size,
+        vp_eport: 0,
+        pad0: 0,
+        flags: Ioreq::make_flags(STATE_IOREQ_READY, ptr, dir, false),
+        type_,
+    }
 }
 
 fn log_lines(needle: &str) -> usize {
@@ -35,7 +44,10 @@ fn impossible_sizes_counts_and_types_are_answered_and_touch_nothing() {
         ("count 2^32-1", raw(IOREQ_TYPE_PIO, u64::from(FIFO), 1, u32::MAX, IOREQ_READ, 0x1000, true)),
         ("unknown type", raw(5, p, 4, 1, IOREQ_READ, 0, false)),
         ("port beyond 0xffff", raw(IOREQ_TYPE_PIO, 0x1_0000, 1, 1, IOREQ_READ, 0, false)),
-        ("config reg beyond 4K", raw(IOREQ_TYPE_PCI_CONFIG, (u64::from(PCI_FN.raw()) << 32) | 0xffe, 4, 1, IOREQ_READ, 0, false)),
+        (
+            "config reg beyond 4K",
+            raw(IOREQ_TYPE_PCI_CONFIG, (u64::from(PCI_FN.raw()) << 32) | 0xffe, 4, 1, IOREQ_READ, 0, false),
+        ),
     ];
     for (what, req) in cases {
         let data = v.send(h.server_id, req).unwrap_or_else(|e| panic!("{what}: vCPU left blocked or crashed: {e}"));

@@ -190,7 +190,9 @@ fn buffered_writes_with_quad_words_and_wraparound() {
         })
         .unwrap();
     assert_eq!(rp, wp);
-    assert!(rp < 511, "ATOMIC handling keeps the pointers normalised (rp={rp})");
+    // Xen normalises the pair on each write while read_pointer >= 511, so after 1300+ entries
+    // (several laps of the 511-slot ring) the pointers stay below two laps.
+    assert!(rp < 2 * 511, "ATOMIC handling keeps the pointers normalised (rp={rp})");
 }
 
 #[test]

@@ -59,7 +59,9 @@ fn script(h: &mut dyn Hmp) -> Transcript {
     t.record("cf8 r8", h.hmp("i /b 0xcf8"));
     t.record("cf8 r16", h.hmp("i /h 0xcfa"));
     // 3. Absent functions and buses.
-    for (label, devfn) in [("00:01.0", 0x08u32), ("00:1f.2", 0xfa), ("00:1f.3", 0xfb), ("00:1f.7", 0xff), ("05:00.0", 0x500)] {
+    for (label, devfn) in
+        [("00:01.0", 0x08u32), ("00:1f.2", 0xfa), ("00:1f.3", 0xfb), ("00:1f.7", 0xff), ("05:00.0", 0x500)]
+    {
         cf8(h, devfn, 0);
         t.record(format!("absent {label} r32"), h.hmp("i /w 0xcfc"));
         cf8(h, devfn, 0x3c);

@@ -66,7 +66,7 @@ fn oversized_message_closes_only_that_connection() {
     let p = start_q35dm("big", &[]);
     let mut q = Qmp::connect(&p.sock, Duration::from_secs(5));
     let mut big = b"{\"execute\":\"query-status\",\"arguments\":{\"x\":\"".to_vec();
-    big.extend(std::iter::repeat(b'a').take(1_100_000));
+    big.extend(std::iter::repeat_n(b'a', 1_100_000));
     q.send_raw(&big);
     let r = q.read_reply();
     assert_eq!(r["error"]["class"], "GenericError");
@@ -113,4 +113,3 @@ fn fd_passing_with_add_fd() {
     let mut sink = Vec::new();
     let _ = rd.read_to_end(&mut sink);
 }
-

@@ -44,7 +44,8 @@ fn op_of(r: &Record) -> u32 {
 }
 
 fn setup(vcpus: u32) -> (SimXen, Arc<RecordingSys<SimSys>>) {
-    let sim = SimXen::new(SimConfig { domid: 7, nr_vcpus: vcpus, ram_below_4g: 1 << 20, ..Default::default() }).unwrap();
+    let sim =
+        SimXen::new(SimConfig { domid: 7, nr_vcpus: vcpus, ram_below_4g: 1 << 20, ..Default::default() }).unwrap();
     let rec = Arc::new(RecordingSys::new(sim.open().unwrap(), true));
     (sim, rec)
 }
@@ -122,7 +123,11 @@ fn create_map_enable_bind_then_teardown_in_order() {
         .map(|r| {
             assert_eq!(op_of(r), 3);
             let s = "xen_dm_op_ioreq_server_range";
-            (c.dm(&r.payload_in[0], s, "type", 4), c.dm(&r.payload_in[0], s, "start", 8), c.dm(&r.payload_in[0], s, "end", 8))
+            (
+                c.dm(&r.payload_in[0], s, "type", 4),
+                c.dm(&r.payload_in[0], s, "start", 8),
+                c.dm(&r.payload_in[0], s, "end", 8),
+            )
         })
         .collect();
     assert_eq!(ranges, vec![(0, 0xcf8, 0xcff), (1, 0xb000_0000, 0xbfff_ffff), (2, 0xf8, 0xf8)]);
@@ -180,7 +185,7 @@ fn range_errors_are_reported_with_the_range() {
     let mut srv = IoreqServer::create(sys.clone(), 7, ServerOptions::default()).unwrap();
     srv.map_range(IoRange::ports(0x60, 1)).unwrap();
     srv.map_range(IoRange::ports(0x60, 1)).unwrap(); // idempotent
-    // An overlapping claim is refused by Xen with EEXIST.
+                                                     // An overlapping claim is refused by Xen with EEXIST.
     let e = srv.map_range(IoRange::ports(0x5f, 4)).unwrap_err();
     assert!(e.to_string().contains("ports 0x005f-0x0062") && e.to_string().contains("File exists"), "{e}");
 }

@@ -175,11 +175,13 @@ impl Machine {
         }
         for (io, r, t) in self.pci.decoded() {
             let name = self.pci.node(t.node).map(|n| n.dev.name().to_string()).unwrap_or_default();
-            let range = if io { IoRange::ports(r.start as u16, r.len() as u16) } else { IoRange::memory(r.start, r.len()) };
+            let range =
+                if io { IoRange::ports(r.start as u16, r.len() as u16) } else { IoRange::memory(r.start, r.len()) };
             v.push(Served { range, what: format!("{name} BAR{}", t.bar) });
         }
         for s in self.pci.registered_sbdfs() {
-            let name = self.pci.find(s).and_then(|n| self.pci.node(n)).map(|n| n.dev.name().to_string()).unwrap_or_default();
+            let name =
+                self.pci.find(s).and_then(|n| self.pci.node(n)).map(|n| n.dev.name().to_string()).unwrap_or_default();
             v.push(Served { range: IoRange::pci(s), what: format!("config space of {name}") });
         }
         v
@@ -311,7 +313,10 @@ impl Machine {
                 if pirq >= 4 {
                     fx.push(Effect::LinkRoute { link: pirq - 4, irq: irq.unwrap_or(0) });
                 } else {
-                    log::debug!("PIRQ{} -> {irq:?}: stored (Xen has four links, fed by PIRQE-H)", (b'A' + pirq) as char);
+                    log::debug!(
+                        "PIRQ{} -> {irq:?}: stored (Xen has four links, fed by PIRQE-H)",
+                        (b'A' + pirq) as char
+                    );
                 }
             }
         }
@@ -378,7 +383,9 @@ impl Machine {
                 }
                 // Narrower reads see the corresponding bytes of the latched address; narrower
                 // writes are ignored (Xen, like the chipset, latches dword writes only).
-                (p, s, None) => (u64::from(self.cf8) >> (8 * u64::from(p.wrapping_sub(PCI_CONFIG_ADDRESS) & 3))) & ones(s),
+                (p, s, None) => {
+                    (u64::from(self.cf8) >> (8 * u64::from(p.wrapping_sub(PCI_CONFIG_ADDRESS) & 3))) & ones(s)
+                }
                 _ => 0,
             },
             PortDev::ConfigData => match self.cf8_target(port) {
@@ -443,7 +450,8 @@ impl Machine {
                         MmioDev::Ecam => self.ecam_access(addr, size, write, fx),
                         MmioDev::Rcrb => {
                             let lpc = self.lpc;
-                            let rcrb = self.pci.node_mut(lpc).and_then(|n| n.dev.as_any_mut().downcast_mut::<q35::Lpc>());
+                            let rcrb =
+                                self.pci.node_mut(lpc).and_then(|n| n.dev.as_any_mut().downcast_mut::<q35::Lpc>());
                             match (rcrb, write) {
                                 (Some(l), None) => l.rcrb.read(addr - base, size),
                                 (Some(l), Some(v)) => {
@@ -472,7 +480,10 @@ impl Machine {
             Some(v) => {
                 let mut out = Outputs::default();
                 if !self.pci.bar_write(io, addr, size, v, &mut out) {
-                    guest_warn!("write of {v:#x} to unclaimed {} {addr:#x} (size {size})", if io { "port" } else { "address" });
+                    guest_warn!(
+                        "write of {v:#x} to unclaimed {} {addr:#x} (size {size})",
+                        if io { "port" } else { "address" }
+                    );
                 }
                 self.apply(out, fx);
                 0

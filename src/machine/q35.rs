@@ -119,14 +119,18 @@ pub struct Mch {
     ecam: Option<(u64, u64)>,
 }
 
-/// Decodes PCIEXBAR: `Ok(Some((base, size)))` enabled, `Ok(None)` disabled, `Err(())` for the
-/// reserved length.
-pub fn decode_pciexbar(v: u64) -> Result<Option<(u64, u64)>, ()> {
+/// PCIEXBAR with the reserved length 11b.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("PCIEXBAR {0:#x} uses the reserved length 11b")]
+pub struct ReservedLength(pub u64);
+
+/// Decodes PCIEXBAR: `Ok(Some((base, size)))` enabled, `Ok(None)` disabled.
+pub fn decode_pciexbar(v: u64) -> Result<Option<(u64, u64)>, ReservedLength> {
     let (size, mask): (u64, u64) = match (v >> 1) & 3 {
         0 => (256 << 20, 0xf_f000_0000),
         1 => (128 << 20, 0xf_f800_0000),
         2 => (64 << 20, 0xf_fc00_0000),
-        _ => return Err(()),
+        _ => return Err(ReservedLength(v)),
     };
     if v & 1 == 0 {
         return Ok(None);
@@ -177,7 +181,7 @@ impl Mch {
     fn update_ecam(&mut self, fx: &mut PciEffects) {
         let new = match decode_pciexbar(self.pciexbar()) {
             Ok(w) => w,
-            Err(()) => {
+            Err(_) => {
                 // Ignored, as QEMU does: the window stays as it was.
                 guest_warn!("PCIEXBAR {:#x}: length 11b is reserved; write ignored", self.pciexbar());
                 return;
@@ -292,7 +296,9 @@ impl Lpc {
             table.push(RegSpec::ro(lpc::PIRQA_ROUT + i, 1, u32::from(lpc::PIRQ_DISABLE)).rw(0x8f));
             table.push(RegSpec::ro(lpc::PIRQE_ROUT + i, 1, u32::from(lpc::PIRQ_DISABLE)).rw(0x8f));
         }
-        f.config_mut().apply_table(0, &table).map_err(|source| DeviceError::Config { name: "ich9-lpc".into(), source })?;
+        f.config_mut()
+            .apply_table(0, &table)
+            .map_err(|source| DeviceError::Config { name: "ich9-lpc".into(), source })?;
         Ok(Self { f, pirq: [None; 8], pm: (None, 9), rcba: None, rcrb: Rcrb::default() })
     }
 
@@ -393,7 +399,8 @@ impl Default for Rcrb {
 }
 
 /// DxxIR offsets in slot order 31, 30, 29, 28, 27, 26, 25.
-const DXXIR: [(u64, u8); 7] = [(0x3140, 31), (0x3142, 30), (0x3144, 29), (0x3146, 28), (0x3148, 27), (0x314c, 26), (0x3150, 25)];
+const DXXIR: [(u64, u8); 7] =
+    [(0x3140, 31), (0x3142, 30), (0x3144, 29), (0x3146, 28), (0x3148, 27), (0x314c, 26), (0x3150, 25)];
 
 impl Rcrb {
     /// A read of `size` bytes at `off` in the block.
@@ -512,7 +519,7 @@ mod tests {
         assert_eq!(decode_pciexbar(0xb800_0003), Ok(Some((0xb800_0000, 128 << 20))));
         assert_eq!(decode_pciexbar(0xbc00_0005), Ok(Some((0xbc00_0000, 64 << 20))));
         assert_eq!(decode_pciexbar(0xb000_0000), Ok(None));
-        assert_eq!(decode_pciexbar(0xb000_0007), Err(()));
+        assert_eq!(decode_pciexbar(0xb000_0007), Err(ReservedLength(0xb000_0007)));
     }
 
     #[test]
@@ -557,7 +564,9 @@ mod tests {
         let fx = l.config_write(0x68, 4, 0x0b0b_0a0a);
         assert_eq!(
             platform(&fx),
-            (4..8).map(|i| PlatformEvent::PirqRoute { pirq: i, irq: Some(if i < 6 { 10 } else { 11 }) }).collect::<Vec<_>>()
+            (4..8)
+                .map(|i| PlatformEvent::PirqRoute { pirq: i, irq: Some(if i < 6 { 10 } else { 11 }) })
+                .collect::<Vec<_>>()
         );
         let fx = l.config_write(0x68, 1, 0x8a);
         assert_eq!(platform(&fx), vec![PlatformEvent::PirqRoute { pirq: 4, irq: None }]);

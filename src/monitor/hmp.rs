@@ -72,7 +72,10 @@ fn info(vm: &Vm, what: &str) -> Result<String, VmError> {
         }),
         "version" => Ok(format!("{} (q35dm)\n", env!("CARGO_PKG_VERSION"))),
         "pci" => vm.machine(|m| m.info_pci()),
-        "" => Ok("info pci -- show PCI info\ninfo status -- show the current VM status\ninfo version -- show the version\n".into()),
+        "" => Ok(
+            "info pci -- show PCI info\ninfo status -- show the current VM status\ninfo version -- show the version\n"
+                .into(),
+        ),
         other => Err(VmError::Invalid(format!("unknown info subcommand: '{other}'"))),
     }
 }
@@ -231,7 +234,8 @@ fn format_unit(v: u64, f: Fmt) -> String {
 }
 
 fn dump_config(vm: &Vm, args: &str) -> Result<String, VmError> {
-    let sbdf: crate::pci::Sbdf = args.trim().parse().map_err(|e: crate::pci::address::ParseSbdfError| VmError::Invalid(e.to_string()))?;
+    let sbdf: crate::pci::Sbdf =
+        args.trim().parse().map_err(|e: crate::pci::address::ParseSbdfError| VmError::Invalid(e.to_string()))?;
     vm.machine(move |m| m.dump_config(sbdf))?.ok_or_else(|| VmError::Invalid(format!("no PCI function at {sbdf}")))
 }
 

@@ -14,9 +14,9 @@ use log::{debug, info, warn};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde_json::{json, Map, Value};
 
+use crate::guest_warn;
 use crate::monitor::hmp;
 use crate::vm::{RunState, Vm};
-use crate::guest_warn;
 
 /// Largest message accepted (libxl's own receive limit).
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -273,13 +273,17 @@ impl Session {
         let id = m.remove("id");
         let cmd = match m.remove("execute").or_else(|| m.remove("exec-oob")) {
             Some(Value::String(s)) => s,
-            Some(_) => return reply_err(id.as_ref(), &QmpError::generic("QMP input member 'execute' must be a string")),
+            Some(_) => {
+                return reply_err(id.as_ref(), &QmpError::generic("QMP input member 'execute' must be a string"))
+            }
             None => return reply_err(id.as_ref(), &QmpError::generic("QMP input lacks member 'execute'")),
         };
         let args = match m.remove("arguments") {
             None => Map::new(),
             Some(Value::Object(a)) => a,
-            Some(_) => return reply_err(id.as_ref(), &QmpError::generic("QMP input member 'arguments' must be an object")),
+            Some(_) => {
+                return reply_err(id.as_ref(), &QmpError::generic("QMP input member 'arguments' must be an object"))
+            }
         };
         if let Some(k) = m.keys().next() {
             return reply_err(id.as_ref(), &QmpError::generic(format!("QMP input member '{k}' is unexpected")));
@@ -340,7 +344,9 @@ impl Session {
             "query-chardev" => {
                 let c = ctx.chardevs.lock().map(|c| c.clone()).unwrap_or_default();
                 Ok(Value::Array(
-                    c.iter().map(|c| json!({"label": c.label, "filename": c.filename, "frontend-open": true})).collect(),
+                    c.iter()
+                        .map(|c| json!({"label": c.label, "filename": c.filename, "frontend-open": true}))
+                        .collect(),
                 ))
             }
             "query-vnc" => Ok(json!({"enabled": false})),
@@ -349,16 +355,20 @@ impl Session {
             "device_del" => ctx.handlers.device_del(arg_str(args, "id")?),
             "query-cpus-fast" => Ok(Value::Array(
                 (0..ctx.vcpus)
-                    .map(|i| json!({"cpu-index": i, "qom-path": format!("/machine/unattached/device[{i}]"),
+                    .map(|i| {
+                        json!({"cpu-index": i, "qom-path": format!("/machine/unattached/device[{i}]"),
                                     "thread-id": 0, "target": "x86_64",
-                                    "props": {"core-id": 0, "thread-id": 0, "socket-id": i}}))
+                                    "props": {"core-id": 0, "thread-id": 0, "socket-id": i}})
+                    })
                     .collect(),
             )),
             "query-hotpluggable-cpus" => Ok(Value::Array(
                 (0..ctx.vcpus)
-                    .map(|i| json!({"type": "qemu64-x86_64-cpu", "vcpus-count": 1,
+                    .map(|i| {
+                        json!({"type": "qemu64-x86_64-cpu", "vcpus-count": 1,
                                     "props": {"core-id": 0, "thread-id": 0, "socket-id": i},
-                                    "qom-path": format!("/machine/unattached/device[{i}]")}))
+                                    "qom-path": format!("/machine/unattached/device[{i}]")})
+                    })
                     .collect(),
             )),
             "xen-set-global-dirty-log" => {
@@ -396,7 +406,10 @@ impl Session {
                                                       {"name": "user", "type": "string"}]}
             ])),
             "add-fd" => {
-                let fd = self.fds.pop_front().ok_or_else(|| QmpError::generic("No file descriptor supplied via SCM_RIGHTS"))?;
+                let fd = self
+                    .fds
+                    .pop_front()
+                    .ok_or_else(|| QmpError::generic("No file descriptor supplied via SCM_RIGHTS"))?;
                 let opaque = match args.get("opaque") {
                     Some(Value::String(s)) => Some(s.clone()),
                     _ => None,
@@ -415,15 +428,22 @@ impl Session {
                 Ok(json!({"fdset-id": set_id, "fd": raw}))
             }
             "remove-fd" => {
-                let set_id = args.get("fdset-id").and_then(Value::as_i64).ok_or_else(|| QmpError::generic("Parameter 'fdset-id' is missing"))?;
+                let set_id = args
+                    .get("fdset-id")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| QmpError::generic("Parameter 'fdset-id' is missing"))?;
                 let mut sets = ctx.fdsets.lock().map_err(|_| QmpError::generic("fd sets unavailable"))?;
                 match args.get("fd").and_then(Value::as_i64) {
                     Some(fd) => {
-                        let set = sets.get_mut(&set_id).ok_or_else(|| QmpError::generic(format!("File descriptor named 'fdset-id:{set_id}' not found")))?;
+                        let set = sets.get_mut(&set_id).ok_or_else(|| {
+                            QmpError::generic(format!("File descriptor named 'fdset-id:{set_id}' not found"))
+                        })?;
                         set.fds.retain(|(r, _, _)| *r != fd);
                     }
                     None => {
-                        sets.remove(&set_id).ok_or_else(|| QmpError::generic(format!("File descriptor named 'fdset-id:{set_id}' not found")))?;
+                        sets.remove(&set_id).ok_or_else(|| {
+                            QmpError::generic(format!("File descriptor named 'fdset-id:{set_id}' not found"))
+                        })?;
                     }
                 }
                 Ok(json!({}))
@@ -432,22 +452,29 @@ impl Session {
                 let sets = ctx.fdsets.lock().map_err(|_| QmpError::generic("fd sets unavailable"))?;
                 Ok(Value::Array(
                     sets.iter()
-                        .map(|(id, s)| json!({"fdset-id": id, "fds": s.fds.iter().map(|(r, _, o)| match o {
+                        .map(|(id, s)| {
+                            json!({"fdset-id": id, "fds": s.fds.iter().map(|(r, _, o)| match o {
                             Some(o) => json!({"fd": r, "opaque": o}),
                             None => json!({"fd": r}),
-                        }).collect::<Vec<_>>()}))
+                        }).collect::<Vec<_>>()})
+                        })
                         .collect(),
                 ))
             }
             "getfd" => {
                 let name = arg_str(args, "fdname")?.to_string();
-                let fd = self.fds.pop_front().ok_or_else(|| QmpError::generic("No file descriptor supplied via SCM_RIGHTS"))?;
+                let fd = self
+                    .fds
+                    .pop_front()
+                    .ok_or_else(|| QmpError::generic("No file descriptor supplied via SCM_RIGHTS"))?;
                 self.named_fds.insert(name, fd);
                 Ok(json!({}))
             }
             "closefd" => {
                 let name = arg_str(args, "fdname")?;
-                self.named_fds.remove(name).ok_or_else(|| QmpError::generic(format!("File descriptor named '{name}' not found")))?;
+                self.named_fds
+                    .remove(name)
+                    .ok_or_else(|| QmpError::generic(format!("File descriptor named '{name}' not found")))?;
                 Ok(json!({}))
             }
             // libxenstat (xentop) asks these on its own socket; q35dm has no block devices.
@@ -460,11 +487,33 @@ impl Session {
 
 /// Every command this server answers (besides handler extensions).
 pub const COMMANDS: &[&str] = &[
-    "add-fd", "closefd", "cont", "device_add", "device_del", "getfd", "human-monitor-command", "qmp_capabilities",
-    "query-block", "query-blockstats", "query-chardev", "query-command-line-options", "query-commands",
-    "query-cpus-fast", "query-fdsets", "query-hotpluggable-cpus", "query-name", "query-pci", "query-status",
-    "query-version", "query-vnc", "quit", "remove-fd", "stop", "xen-load-devices-state",
-    "xen-save-devices-state", "xen-set-global-dirty-log",
+    "add-fd",
+    "closefd",
+    "cont",
+    "device_add",
+    "device_del",
+    "getfd",
+    "human-monitor-command",
+    "qmp_capabilities",
+    "query-block",
+    "query-blockstats",
+    "query-chardev",
+    "query-command-line-options",
+    "query-commands",
+    "query-cpus-fast",
+    "query-fdsets",
+    "query-hotpluggable-cpus",
+    "query-name",
+    "query-pci",
+    "query-status",
+    "query-version",
+    "query-vnc",
+    "quit",
+    "remove-fd",
+    "stop",
+    "xen-load-devices-state",
+    "xen-save-devices-state",
+    "xen-set-global-dirty-log",
 ];
 
 fn send(stream: &mut UnixStream, v: &Value) -> io::Result<()> {

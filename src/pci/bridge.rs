@@ -150,7 +150,11 @@ impl RawWindows {
         let io_base = u64::from(cfg.get_u8(breg::IO_BASE) & 0xf0) << 8
             | if cfg.get_u8(breg::IO_BASE) & 0x0f == 1 { u64::from(cfg.get_u16(breg::IO_BASE_UPPER)) << 16 } else { 0 };
         let io_limit = (u64::from(cfg.get_u8(breg::IO_LIMIT) & 0xf0) << 8 | 0xfff)
-            | if cfg.get_u8(breg::IO_LIMIT) & 0x0f == 1 { u64::from(cfg.get_u16(breg::IO_LIMIT_UPPER)) << 16 } else { 0 };
+            | if cfg.get_u8(breg::IO_LIMIT) & 0x0f == 1 {
+                u64::from(cfg.get_u16(breg::IO_LIMIT_UPPER)) << 16
+            } else {
+                0
+            };
         let mem_base = u64::from(cfg.get_u16(breg::MEM_BASE) & 0xfff0) << 16;
         let mem_limit = (u64::from(cfg.get_u16(breg::MEM_LIMIT) & 0xfff0) << 16) | 0xf_ffff;
         let pb = cfg.get_u16(breg::PREF_BASE);
@@ -196,85 +200,6 @@ pub fn sbr_rising(old_bctl: u16, new_bctl: u16) -> bool {
     old_bctl & bctl::BUS_RESET == 0 && new_bctl & bctl::BUS_RESET != 0
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pci::config::ConfigKind;
-
-    fn bridge() -> ConfigSpace {
-        let mut c = ConfigSpace::new(ConfigKind::Express);
-        c.apply_table(0, &bridge_regs()).expect("table");
-        c.apply_reg(0, &RegSpec::ro(reg::COMMAND, 2, 0).rw(u32::from(cmd::WRITABLE))).expect("cmd");
-        c
-    }
-
-    #[test]
-    fn reset_windows_are_closed_like_qemu() {
-        let c = bridge();
-        let raw = RawWindows::of(&c);
-        assert_eq!(raw.io, (0xf000, 0x0fff));
-        assert_eq!(raw.mem, (0xfff0_0000, 0x000f_ffff));
-        assert_eq!(raw.pref, (0xfff0_0000, 0x000f_ffff));
-        let mut c = c;
-        c.write(reg::COMMAND, 2, 3);
-        assert_eq!(windows(&c), Windows::default());
-    }
-
-    #[test]
-    fn windows_decode_and_gate_on_command() {
-        let mut c = bridge();
-        c.write(breg::IO_BASE, 1, 0x10);
-        c.write(breg::IO_LIMIT, 1, 0x20);
-        c.write(breg::MEM_BASE, 2, 0xfe00);
-        c.write(breg::MEM_LIMIT, 2, 0xfe10);
-        c.write(breg::PREF_BASE, 2, 0x8000);
-        c.write(breg::PREF_LIMIT, 2, 0x8ff0);
-        c.write(breg::PREF_BASE_UPPER, 4, 1);
-        c.write(breg::PREF_LIMIT_UPPER, 4, 1);
-        assert_eq!(windows(&c), Windows::default(), "Command.IO/MEM off");
-        c.write(reg::COMMAND, 2, u32::from(cmd::IO | cmd::MEMORY));
-        let w = windows(&c);
-        assert_eq!(w.io, Range::inclusive(0x1000, 0x2fff));
-        assert_eq!(w.mem, Range::inclusive(0xfe00_0000, 0xfe1f_ffff));
-        assert_eq!(w.pref, Range::inclusive(0x1_8000_0000, 0x1_8fff_ffff));
-        assert!(forwards(&w, true, 0x2ff0, 0x10));
-        assert!(!forwards(&w, true, 0x2ff8, 0x10));
-        assert!(forwards(&w, false, 0x1_8000_0000, 0x1000));
-        assert!(!forwards(&w, false, 0xfe20_0000, 4));
-    }
-
-    #[test]
-    fn masks_match_qemu_probe() {
-        let mut c = bridge();
-        for off in [0x18u16, 0x1c, 0x20, 0x24, 0x28, 0x2c, 0x30, 0x3c] {
-            c.write(off, 4, 0xffff_ffff);
-        }
-        assert_eq!(c.get_u32(0x18), 0xffff_ffff);
-        assert_eq!(c.get_u32(0x1c), 0x0000_f0f0, "io base/limit bits 7:4, secondary status W1C");
-        assert_eq!(c.get_u32(0x20), 0xfff0_fff0);
-        assert_eq!(c.get_u32(0x24), 0xfff1_fff1);
-        assert_eq!(c.get_u32(0x28), 0xffff_ffff);
-        assert_eq!(c.get_u32(0x30), 0);
-        assert_eq!(c.get_u16(0x3e), bctl::PCIE_WRITABLE);
-    }
-
-    #[test]
-    fn bus_claims_need_an_assigned_secondary() {
-        let mut c = bridge();
-        assert!(!BusNumbers::of(&c).claims(0));
-        c.write(breg::PRIMARY_BUS, 4, 0x00_05_02_00);
-        let b = BusNumbers::of(&c);
-        assert!(b.claims(2) && b.claims(5) && !b.claims(1) && !b.claims(6));
-    }
-
-    #[test]
-    fn sbr_edge() {
-        assert!(sbr_rising(0, bctl::BUS_RESET | bctl::SERR));
-        assert!(!sbr_rising(bctl::BUS_RESET, bctl::BUS_RESET));
-        assert!(!sbr_rising(bctl::BUS_RESET, 0));
-    }
-}
-
 /// Builds a type-1 function from `spec` (its header type is forced to type 1) with the bridge
 /// registers of [`bridge_regs`] installed.
 pub fn bridge_function(
@@ -314,5 +239,84 @@ impl crate::pci::device::PciDevice for PciBridge {
     }
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pci::config::ConfigKind;
+
+    fn bridge() -> ConfigSpace {
+        let mut c = ConfigSpace::new(ConfigKind::Express);
+        c.apply_table(0, &bridge_regs()).expect("table");
+        c.apply_reg(0, &RegSpec::ro(reg::COMMAND, 2, 0).rw(u32::from(cmd::WRITABLE))).expect("cmd");
+        c
+    }
+
+    #[test]
+    fn reset_windows_are_closed_like_qemu() {
+        let c = bridge();
+        let raw = RawWindows::of(&c);
+        assert_eq!(raw.io, (0xf000, 0x0fff));
+        assert_eq!(raw.mem, (0xfff0_0000, 0x000f_ffff));
+        assert_eq!(raw.pref, (0xfff0_0000, 0x000f_ffff));
+        let mut c = c;
+        let _ = c.write(reg::COMMAND, 2, 3);
+        assert_eq!(windows(&c), Windows::default());
+    }
+
+    #[test]
+    fn windows_decode_and_gate_on_command() {
+        let mut c = bridge();
+        let _ = c.write(breg::IO_BASE, 1, 0x10);
+        let _ = c.write(breg::IO_LIMIT, 1, 0x20);
+        let _ = c.write(breg::MEM_BASE, 2, 0xfe00);
+        let _ = c.write(breg::MEM_LIMIT, 2, 0xfe10);
+        let _ = c.write(breg::PREF_BASE, 2, 0x8000);
+        let _ = c.write(breg::PREF_LIMIT, 2, 0x8ff0);
+        let _ = c.write(breg::PREF_BASE_UPPER, 4, 1);
+        let _ = c.write(breg::PREF_LIMIT_UPPER, 4, 1);
+        assert_eq!(windows(&c), Windows::default(), "Command.IO/MEM off");
+        let _ = c.write(reg::COMMAND, 2, u32::from(cmd::IO | cmd::MEMORY));
+        let w = windows(&c);
+        assert_eq!(w.io, Range::inclusive(0x1000, 0x2fff));
+        assert_eq!(w.mem, Range::inclusive(0xfe00_0000, 0xfe1f_ffff));
+        assert_eq!(w.pref, Range::inclusive(0x1_8000_0000, 0x1_8fff_ffff));
+        assert!(forwards(&w, true, 0x2ff0, 0x10));
+        assert!(!forwards(&w, true, 0x2ff8, 0x10));
+        assert!(forwards(&w, false, 0x1_8000_0000, 0x1000));
+        assert!(!forwards(&w, false, 0xfe20_0000, 4));
+    }
+
+    #[test]
+    fn masks_match_qemu_probe() {
+        let mut c = bridge();
+        for off in [0x18u16, 0x1c, 0x20, 0x24, 0x28, 0x2c, 0x30, 0x3c] {
+            let _ = c.write(off, 4, 0xffff_ffff);
+        }
+        assert_eq!(c.get_u32(0x18), 0xffff_ffff);
+        assert_eq!(c.get_u32(0x1c), 0x0000_f0f0, "io base/limit bits 7:4, secondary status W1C");
+        assert_eq!(c.get_u32(0x20), 0xfff0_fff0);
+        assert_eq!(c.get_u32(0x24), 0xfff1_fff1);
+        assert_eq!(c.get_u32(0x28), 0xffff_ffff);
+        assert_eq!(c.get_u32(0x30), 0);
+        assert_eq!(c.get_u16(0x3e), bctl::PCIE_WRITABLE);
+    }
+
+    #[test]
+    fn bus_claims_need_an_assigned_secondary() {
+        let mut c = bridge();
+        assert!(!BusNumbers::of(&c).claims(0));
+        let _ = c.write(breg::PRIMARY_BUS, 4, 0x00_05_02_00);
+        let b = BusNumbers::of(&c);
+        assert!(b.claims(2) && b.claims(5) && !b.claims(1) && !b.claims(6));
+    }
+
+    #[test]
+    fn sbr_edge() {
+        assert!(sbr_rising(0, bctl::BUS_RESET | bctl::SERR));
+        assert!(!sbr_rising(bctl::BUS_RESET, bctl::BUS_RESET));
+        assert!(!sbr_rising(bctl::BUS_RESET, 0));
     }
 }

@@ -283,7 +283,7 @@ impl Msix {
 
     /// Whether `vector` is masked (function mask or its own mask bit).
     pub fn is_masked(&self, cfg: &ConfigSpace, vector: u16) -> bool {
-        self.function_masked(cfg) || self.entry(vector).map_or(true, MsixEntry::masked)
+        self.function_masked(cfg) || self.entry(vector).is_none_or(MsixEntry::masked)
     }
 
     /// Which structure `[off, off+size)` in BAR `bar` falls in, and the offset inside it. The

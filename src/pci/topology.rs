@@ -146,7 +146,12 @@ pub struct Topology {
 
 impl std::fmt::Debug for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Topology({} functions, {} buses)", self.nodes.iter().flatten().count(), self.buses.iter().flatten().count())
+        write!(
+            f,
+            "Topology({} functions, {} buses)",
+            self.nodes.iter().flatten().count(),
+            self.buses.iter().flatten().count()
+        )
     }
 }
 
@@ -174,7 +179,12 @@ impl Topology {
     /// A topology with an empty root bus named `pcie.0`.
     pub fn new() -> Self {
         let mut t = Self::default();
-        t.buses.push(Some(BusInfo { name: "pcie.0".into(), parent: None, single_device: false, devices: BTreeMap::new() }));
+        t.buses.push(Some(BusInfo {
+            name: "pcie.0".into(),
+            parent: None,
+            single_device: false,
+            devices: BTreeMap::new(),
+        }));
         t
     }
 
@@ -515,7 +525,8 @@ impl Topology {
         }
         self.sbdfs = sbdfs;
         // BAR decode.
-        let want: BTreeSet<(bool, u64, u64, Target)> = bars.iter().map(|(io, r, t)| (*io, r.start, r.end, *t)).collect();
+        let want: BTreeSet<(bool, u64, u64, Target)> =
+            bars.iter().map(|(io, r, t)| (*io, r.start, r.end, *t)).collect();
         let have: BTreeSet<(bool, u64, u64, Target)> = self
             .pio
             .iter()
@@ -656,7 +667,8 @@ impl Topology {
                 let _ = writeln!(s, "      PCI subsystem {:04x}:{:04x}", c.get_u16(0x2c), c.get_u16(0x2e));
             }
             if let Some(pin) = c.interrupt_pin() {
-                let _ = writeln!(s, "      IRQ {}, pin {}", c.get_u8(reg::INTERRUPT_LINE), (b'A' + pin.index()) as char);
+                let _ =
+                    writeln!(s, "      IRQ {}, pin {}", c.get_u8(reg::INTERRUPT_LINE), (b'A' + pin.index()) as char);
             }
             if header == Some(HeaderType::Type1) {
                 let bn = BusNumbers::of(c);
@@ -704,7 +716,8 @@ impl Topology {
         let c = node.dev.config();
         let class = (c.get_u32(reg::REVISION_ID) >> 16) as u16;
         let cname = class_name(class).map(str::to_string).unwrap_or_else(|| format!("Class {class:04x}"));
-        let mut s = format!("{:02x}:{:02x}.{:x} {cname}: q35dm {}\n", sbdf.bus(), sbdf.dev(), sbdf.func(), node.dev.name());
+        let mut s =
+            format!("{:02x}:{:02x}.{:x} {cname}: q35dm {}\n", sbdf.bus(), sbdf.dev(), sbdf.func(), node.dev.name());
         let bytes = c.bytes();
         let len = usize::from(c.size()).min(bytes.len());
         for (i, chunk) in bytes.get(..len).unwrap_or(&[]).chunks(16).enumerate() {
@@ -927,7 +940,10 @@ mod tests {
         let s = t.info_pci();
         assert!(s.contains("  Bus  0, device   2, function 0:\n    PCI bridge: PCI device 1234:000b\n"), "{s}");
         assert!(s.contains("      secondary bus 1.\n      subordinate bus 5.\n"), "{s}");
-        assert!(s.contains("  Bus  2, device   0, function 0:\n    Ethernet controller: PCI device 1234:000e\n"), "{s}");
+        assert!(
+            s.contains("  Bus  2, device   0, function 0:\n    Ethernet controller: PCI device 1234:000e\n"),
+            "{s}"
+        );
         assert!(s.contains("      BAR0: 32 bit memory at 0xffffffffffffffff [0x00000ffe].\n"), "{s}");
         assert!(s.contains("      BAR1: I/O at 0xffffffffffffffff [0x001e].\n"), "{s}");
         assert!(s.contains("      id \"ep\"\n"), "{s}");

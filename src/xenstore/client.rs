@@ -307,7 +307,7 @@ impl Inner {
     /// Asks the reader to drop connection `gen` (the current one if `None`), if still current.
     fn request_drop(&self, gen: Option<u64>) {
         let mut st = lock(&self.state);
-        if st.link == Link::Connected && gen.map_or(true, |g| g == st.gen) {
+        if st.link == Link::Connected && gen.is_none_or(|g| g == st.gen) {
             st.drop_gen = Some(st.gen);
             // Nothing more goes out on the doomed connection: new requests wait for the next.
             st.link = Link::Connecting;

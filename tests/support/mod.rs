@@ -4,13 +4,12 @@
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use q35dm::device::{ones, Effect, Effects, IoHandler, IoRange};
 use q35dm::ioreq::{Engine, Space};
 use q35dm::memory::MapCache;
 use q35dm::pci::Sbdf;
-use q35dm::runtime::{self, ExitReason, LoopError, LoopHandle};
+use q35dm::runtime::{self, LoopHandle};
 use q35dm::sim::{SimConfig, SimXen};
 use q35dm::xen::{IoreqServer, ServerOptions};
 use xen_bindings::sys::XenSys;
@@ -162,7 +161,7 @@ pub struct Harness {
     pub sys: Arc<dyn XenSys>,
     pub server_id: u16,
     pub handle: LoopHandle<TestMachine>,
-    join: Mutex<Option<JoinHandle<(TestMachine, Engine, Result<ExitReason, LoopError>)>>>,
+    join: Mutex<Option<runtime::LoopThread<TestMachine>>>,
 }
 
 impl Harness {

@@ -56,7 +56,8 @@ pub fn load_allow(path: &Path) -> Vec<Allow> {
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         .map(|l| {
-            let (g, r) = l.split_once('\t').unwrap_or_else(|| panic!("allow-list line without a TAB and reason: {l:?}"));
+            let (g, r) =
+                l.split_once('\t').unwrap_or_else(|| panic!("allow-list line without a TAB and reason: {l:?}"));
             assert!(!r.trim().is_empty(), "allow-list entry {g:?} has no reason");
             Allow { glob: g.trim().to_string(), reason: r.trim().to_string(), used: false }
         })
