@@ -69,7 +69,10 @@ impl<M: 'static> LoopHandle<M> {
     ) -> Result<R, LoopGone> {
         let (rtx, rrx) = mpsc::sync_channel(1);
         let job: Job<M> = Box::new(move |m, e| {
-            let _ = rtx.send(f(m, e));
+            let r = f(m, e);
+            // Effects the job produced are applied before the caller sees the result.
+            e.apply_effects();
+            let _ = rtx.send(r);
         });
         self.tx.send(Msg::Run(job)).map_err(|_| LoopGone)?;
         let _ = self.wake.write(1);
