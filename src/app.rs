@@ -21,6 +21,7 @@ use crate::runtime::{event_loop, ExitReason, LoopError};
 use crate::sim::{SimConfig, SimXen};
 use crate::vm::{RunState, Vm};
 use crate::xen::{IoreqServer, ServerError, ServerOptions};
+use crate::xenstore::Xenstore;
 
 /// Which hypervisor to serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct Options {
     pub qmp: Vec<QmpSpec>,
     /// `-S`: report `prelaunch` until `cont`.
     pub start_paused: bool,
+    /// `-xen-domid-restrict`: no xenstore (libxl then talks QMP only).
+    pub restricted: bool,
 }
 
 /// Where a QMP server listens.
@@ -82,6 +85,7 @@ impl Default for Options {
             monitors: Vec::new(),
             qmp: Vec::new(),
             start_paused: false,
+            restricted: false,
         }
     }
 }
@@ -218,6 +222,7 @@ pub fn options_from(cfg: &RunConfig) -> Result<Options, AppError> {
         o.vcpus = 2;
     }
     o.start_paused = vm.start_paused;
+    o.restricted = vm.restrict.xen_domid_restrict;
     for m in &vm.monitors {
         let Some(ch) = vm.chardev(&m.chardev) else { continue };
         match (&m.mode, &ch.backend) {
@@ -266,6 +271,42 @@ pub fn run_probe(opts: &Options) -> Result<ExitReason, AppError> {
     Ok(lp.run_idle(Some((sfd, &read)))?)
 }
 
+/// The xenstore directory libxl watches for this device model.
+pub fn dm_path(domid: u16) -> String {
+    format!("/local/domain/0/device-model/{domid}")
+}
+
+/// Connects to xenstore (on Xen; in sim mode only when `XENSTORED_PATH` names one) and keeps
+/// `device-model/<domid>/state` equal to the run state: `running` once QMP listens and the guest
+/// runs, `prelaunch` under `-S` until `cont`. Not done under `-xen-domid-restrict` (as QEMU).
+fn publish_state(opts: &Options, vm: &Arc<Vm>) -> Option<Arc<Xenstore>> {
+    if opts.restricted {
+        return None;
+    }
+    if opts.accel == Accel::Sim && std::env::var_os("XENSTORED_PATH").is_none() {
+        return None;
+    }
+    let xs = match Xenstore::open() {
+        Ok(x) => Arc::new(x),
+        Err(e) => {
+            log::error!("xenstore: {e}; libxl will not see the device model become ready");
+            return None;
+        }
+    };
+    let path = format!("{}/state", dm_path(opts.domid));
+    if let Err(e) = xs.write(&path, vm.run_state().name()) {
+        log::error!("writing {path}: {e}");
+    }
+    let xs2 = xs.clone();
+    vm.on_state_change(move |s| {
+        if let Err(e) = xs2.write(&path, s.name()) {
+            log::error!("writing {path}: {e}");
+        }
+    });
+    info!("xenstore: {} = {}", dm_path(opts.domid), vm.run_state().name());
+    Some(xs)
+}
+
 /// Runs the device model until a termination signal.
 pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let signals = termination_signals()?;
@@ -287,6 +328,7 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
         info!("QMP on {name}");
         drop(qmp::spawn(qctx.clone(), l, &name)?);
     }
+    let _xs = publish_state(opts, &vm);
     for m in &opts.monitors {
         match m {
             MonitorSpec::Stdio => drop(monitor::server::spawn_stdio(vm.clone())?),
