@@ -16,7 +16,7 @@ use crate::ioreq::Engine;
 use crate::machine::Machine;
 use crate::memory::MapCache;
 use crate::monitor;
-use crate::monitor::qmp::{self, NoHandlers, QmpContext};
+use crate::monitor::qmp::{self, NoHandlers, QmpContext, QmpError, QmpHandlers};
 use crate::runtime::{event_loop, ExitReason, LoopError};
 use crate::sim::{SimConfig, SimXen};
 use crate::vm::{RunState, Vm};
@@ -55,6 +55,8 @@ pub struct Options {
     pub start_paused: bool,
     /// `-xen-domid-restrict`: no xenstore (libxl then talks QMP only).
     pub restricted: bool,
+    /// `-incoming fd:N`: device state to load at start (libxl restore).
+    pub incoming_fd: Option<i32>,
 }
 
 /// Where a QMP server listens.
@@ -86,6 +88,7 @@ impl Default for Options {
             qmp: Vec::new(),
             start_paused: false,
             restricted: false,
+            incoming_fd: None,
         }
     }
 }
@@ -223,6 +226,9 @@ pub fn options_from(cfg: &RunConfig) -> Result<Options, AppError> {
     }
     o.start_paused = vm.start_paused;
     o.restricted = vm.restrict.xen_domid_restrict;
+    if let Some(crate::cmdline::config::Incoming::Fd(fd)) = vm.incoming {
+        o.incoming_fd = Some(fd);
+    }
     for m in &vm.monitors {
         let Some(ch) = vm.chardev(&m.chardev) else { continue };
         match (&m.mode, &ch.backend) {
@@ -271,6 +277,40 @@ pub fn run_probe(opts: &Options) -> Result<ExitReason, AppError> {
     Ok(lp.run_idle(Some((sfd, &read)))?)
 }
 
+/// QMP commands that act on the board.
+pub struct DmHandlers {
+    /// The device model.
+    pub vm: Arc<Vm>,
+}
+
+impl QmpHandlers for DmHandlers {
+    fn query_pci(&self) -> Result<serde_json::Value, QmpError> {
+        self.vm.machine(|m| m.query_pci()).map_err(|e| QmpError::generic(e.to_string()))
+    }
+
+    fn save_devices_state(&self, fd: std::os::fd::OwnedFd, _live: bool) -> Result<(), QmpError> {
+        let blob = self.vm.machine(|m| m.save_state()).map_err(|e| QmpError::generic(e.to_string()))?;
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, &blob)
+            .map_err(|e| QmpError::generic(format!("writing device state: {e}")))?;
+        info!("saved device state ({} bytes)", blob.len());
+        Ok(())
+    }
+
+    fn load_devices_state(&self, path: &str) -> Result<(), QmpError> {
+        let blob = std::fs::read(path).map_err(|e| QmpError::generic(format!("reading {path}: {e}")))?;
+        self.vm
+            .handle()
+            .call(move |m, e| m.load_state(&blob, e.effects_mut()))
+            .map_err(|e| QmpError::generic(e.to_string()))?
+            .map_err(|e| QmpError::generic(e.to_string()))
+    }
+
+    fn set_dirty_log(&self, enable: bool) -> Result<(), QmpError> {
+        self.vm.handle().call(move |_, e| e.mem().set_log_dirty(enable)).map_err(|e| QmpError::generic(e.to_string()))
+    }
+}
+
 /// The xenstore directory libxl watches for this device model.
 pub fn dm_path(domid: u16) -> String {
     format!("/local/domain/0/device-model/{domid}")
@@ -315,11 +355,27 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let mut machine =
         Machine::new(crate::machine::MemLayout { below_4g, above_4g }).map_err(|e| AppError::Machine(e.to_string()))?;
     let mut engine = start(opts, &backend, &machine)?;
+    if let Some(fd) = opts.incoming_fd {
+        let f = std::fs::File::from(xen_bindings::fd::adopt_inherited(fd)?);
+        let mut blob = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, crate::state::MAX_BLOB as u64), &mut blob)?;
+        machine
+            .load_state(&blob, engine.effects_mut())
+            .map_err(|e| AppError::Machine(format!("-incoming fd:{fd}: {e}")))?;
+        engine.apply_effects();
+        info!("restored device state ({} bytes) from fd {fd}", blob.len());
+    }
     print!("{}", summary(opts, &engine, &machine));
     let (lp, handle) = event_loop::<Machine>()?;
-    let initial = if opts.start_paused { RunState::Prelaunch } else { RunState::Running };
+    let initial = if opts.incoming_fd.is_some() {
+        RunState::Paused
+    } else if opts.start_paused {
+        RunState::Prelaunch
+    } else {
+        RunState::Running
+    };
     let vm = Vm::new(handle, backend.sim.clone(), initial);
-    let qctx = QmpContext::new(vm.clone(), engine.server().nr_vcpus() as u32, Box::new(NoHandlers));
+    let qctx = QmpContext::new(vm.clone(), engine.server().nr_vcpus() as u32, Box::new(DmHandlers { vm: vm.clone() }));
     for q in &opts.qmp {
         let (l, name) = match q {
             QmpSpec::Path(p) => (qmp::bind_path(p)?, p.display().to_string()),

@@ -41,6 +41,8 @@ pub trait GuestMemory: Send {
     fn write(&mut self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemError>;
     /// Drops every cached mapping (`IOREQ_TYPE_INVALIDATE`).
     fn invalidate(&mut self);
+    /// Reports writes to the hypervisor as dirty pages while on (`xen-set-global-dirty-log`).
+    fn set_log_dirty(&mut self, _on: bool) {}
 }
 
 struct Bucket {
@@ -164,6 +166,10 @@ impl MapCache {
 }
 
 impl GuestMemory for MapCache {
+    fn set_log_dirty(&mut self, on: bool) {
+        MapCache::set_log_dirty(self, on);
+    }
+
     fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
         let len = buf.len();
         self.each_chunk("read", gpa, len, |r, off, start, n| {

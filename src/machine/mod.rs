@@ -29,6 +29,7 @@ use crate::pci::config::ResetKind;
 use crate::pci::device::{DeviceError, PciDevice, PlatformEvent};
 use crate::pci::topology::{NodeId, Outputs, Topology, TopologyError, ROOT_BUS};
 use crate::pci::Sbdf;
+use crate::state::{self, Reader, StateError, Writer};
 
 pub use q35::MemLayout;
 
@@ -495,6 +496,133 @@ impl Machine {
     pub fn mch(&self) -> NodeId {
         self.mch
     }
+
+    /// The whole device state as a sealed blob (see [`crate::state`]): chipset latches, the PM
+    /// block, and every function (where it sits, its id, power, and its own state).
+    pub fn save_state(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(self.cf8);
+        w.u8(self.rst_cnt);
+        w.bytes(&self.pm.bytes);
+        let nodes: Vec<_> = self.pci.nodes().collect();
+        w.u32(nodes.len() as u32);
+        for (_, node) in nodes {
+            w.str(self.pci.bus(node.bus).map_or("", |b| b.name.as_str()));
+            w.u8(node.devfn);
+            w.str(&node.id);
+            w.str(node.dev.name());
+            w.u8(u8::from(node.powered));
+            w.bytes(&node.dev.save_state());
+        }
+        state::seal(&w.buf)
+    }
+
+    /// Restores [`Machine::save_state`] output. The blob is checked completely (format,
+    /// checksum, and that it describes exactly the functions this board has) before anything
+    /// changes; then every function re-derives its decode and the board claims what it decodes.
+    pub fn load_state(&mut self, blob: &[u8], fx: &mut Effects) -> Result<(), StateError> {
+        let payload = state::open(blob)?;
+        let mut r = Reader::new(payload);
+        let cf8 = r.u32()?;
+        let rst_cnt = r.u8()?;
+        let pm = r.bytes()?.to_vec();
+        if pm.len() != self.pm.bytes.len() {
+            return Err(StateError::Mismatch(format!("PM block of {} bytes in the blob", pm.len())));
+        }
+        let count = r.u32()? as usize;
+        let mut entries = Vec::new();
+        for _ in 0..count {
+            let bus = r.str()?;
+            let devfn = r.u8()?;
+            let id = r.str()?;
+            let name = r.str()?;
+            let powered = r.u8()? != 0;
+            let data = r.bytes()?;
+            let node = self
+                .pci
+                .bus_by_name(&bus)
+                .and_then(|b| self.pci.bus(b))
+                .and_then(|b| b.devices.get(&devfn).copied())
+                .filter(|n| self.pci.node(*n).is_some_and(|x| x.id == id && x.dev.name() == name))
+                .ok_or_else(|| {
+                    StateError::Mismatch(format!(
+                        "{name} {id:?} at {bus} {:02x}.{:x} is not present here (start with the same -device options)",
+                        devfn >> 3,
+                        devfn & 7
+                    ))
+                })?;
+            entries.push((node, powered, data));
+        }
+        if !r.done() {
+            return Err(StateError::Mismatch("trailing data after the last function".into()));
+        }
+        let here = self.pci.nodes().count();
+        if here != entries.len() {
+            return Err(StateError::Mismatch(format!("{here} functions here, {} in the blob", entries.len())));
+        }
+        self.cf8 = cf8;
+        self.rst_cnt = rst_cnt;
+        self.pm.bytes = pm;
+        let mut out = Outputs::default();
+        for (n, powered, data) in entries {
+            if let Some(node) = self.pci.node_mut(n) {
+                node.powered = powered;
+                let pfx = node.dev.load_state(data)?;
+                self.pci.handle(n, pfx, &mut out);
+            }
+        }
+        self.pci.sync(&mut out);
+        self.apply(out, fx);
+        Ok(())
+    }
+
+    /// `query-pci` in QEMU's shape (every function with `qdev_id`, `slot`, `function`; bridges
+    /// with their bus and what is below).
+    pub fn query_pci(&self) -> serde_json::Value {
+        serde_json::json!([{"bus": 0, "devices": self.query_bus(ROOT_BUS, 0, 0)}])
+    }
+
+    fn query_bus(&self, bus: crate::pci::topology::BusId, nr: u8, depth: usize) -> Vec<serde_json::Value> {
+        use crate::pci::bridge::{BusNumbers, RawWindows};
+        let mut v = Vec::new();
+        let Some(b) = self.pci.bus(bus) else { return v };
+        for (devfn, n) in &b.devices {
+            let Some(node) = self.pci.node(*n) else { continue };
+            if !node.powered {
+                continue;
+            }
+            let c = node.dev.config();
+            let class = (c.get_u32(0x08) >> 16) as u16;
+            let mut d = serde_json::json!({
+                "bus": nr, "slot": devfn >> 3, "function": devfn & 7,
+                "class_info": {"class": class, "desc": crate::pci::topology::class_name(class).unwrap_or("")},
+                "id": {"vendor": c.vendor_id(), "device": c.device_id(),
+                       "subsystem-vendor": c.get_u16(0x2c), "subsystem": c.get_u16(0x2e)},
+                "qdev_id": node.id,
+                "regions": node.dev.function().bars().mapped().iter().map(|m| serde_json::json!({
+                    "bar": m.bar, "type": if m.kind == crate::pci::bar::BarKind::Io { "io" } else { "memory" },
+                    "address": m.addr, "size": m.size})).collect::<Vec<_>>(),
+            });
+            if let Some(child) = node.child {
+                let bn = BusNumbers::of(c);
+                let w = RawWindows::of(c);
+                let below = if bn.secondary > nr && depth < 256 {
+                    self.query_bus(child, bn.secondary, depth + 1)
+                } else {
+                    Vec::new()
+                };
+                d["pci_bridge"] = serde_json::json!({
+                    "bus": {"number": bn.primary, "secondary": bn.secondary, "subordinate": bn.subordinate,
+                            "io_range": {"base": w.io.0, "limit": w.io.1},
+                            "memory_range": {"base": w.mem.0, "limit": w.mem.1},
+                            "prefetchable_range": {"base": w.pref.0, "limit": w.pref.1}},
+                    "devices": below,
+                });
+            }
+            v.push(d);
+        }
+        v
+    }
 }
 
 impl IoHandler for Machine {
@@ -627,6 +755,49 @@ mod tests {
         m.write(Space::Pio, 0xb004, 2, 0x2000, &mut fx);
         assert_eq!(fx, vec![Effect::Shutdown(SHUTDOWN_POWEROFF)]);
         assert_eq!(m.read(Space::Pio, 0xb004, 2, &mut fx) & 0x2000, 0, "SLP_EN reads 0");
+    }
+
+    #[test]
+    fn state_round_trip_restores_decode_and_refuses_mismatches() {
+        let mut a = m();
+        let mut fx = Vec::new();
+        let lpc = Space::PciConfig(Sbdf::new(0, 0, 0x1f, 0));
+        a.write(Space::PciConfig(Sbdf::new(0, 0, 0, 0)), 0x60, 4, 0xb000_0001, &mut fx);
+        a.write(lpc, 0x40, 4, 0xb000, &mut fx);
+        a.write(lpc, 0x44, 1, 0x80, &mut fx);
+        a.write(lpc, 0x68, 4, 0x0b0b_0a0a, &mut fx);
+        a.write(Space::Pio, 0xcf8, 4, 0x8000_0090, &mut fx);
+        a.write(Space::Pio, 0xb020, 4, 0x1234_5678, &mut fx);
+        let blob = a.save_state();
+        let mut b = m();
+        let mut fx = Vec::new();
+        b.load_state(&blob, &mut fx).unwrap();
+        assert!(fx.contains(&Effect::MapRange(IoRange::memory(0xb000_0000, 256 << 20))), "{fx:?}");
+        assert!(fx.contains(&Effect::MapRange(IoRange::ports(0xb000, 0x80))));
+        assert!(fx.contains(&Effect::LinkRoute { link: 3, irq: 11 }));
+        assert_eq!(b.read(Space::Mmio, 0xb00f_8000, 4, &mut fx), 0x2918_8086);
+        assert_eq!(b.read(Space::Pio, 0xcf8, 4, &mut fx), 0x8000_0090);
+        assert_eq!(b.read(Space::Pio, 0xb020, 4, &mut fx), 0x1234_5678);
+        assert_eq!(b.save_state(), blob, "save(load(x)) == x");
+        // Corruption and mismatches are refused before anything changes.
+        let mut bad = blob.clone();
+        let k = bad.len() / 2;
+        bad[k] ^= 0x40;
+        let mut c = m();
+        assert!(matches!(c.load_state(&bad, &mut fx), Err(StateError::Checksum { .. })));
+        let mut fx2 = Vec::new();
+        c.add_device(
+            "pcie.0",
+            Some(3 << 3),
+            "extra",
+            Box::new(crate::pci::bridge::PciBridge::new("br", Default::default()).unwrap()),
+            false,
+            &mut fx2,
+        )
+        .unwrap();
+        let e = c.load_state(&blob, &mut fx2).unwrap_err();
+        assert!(e.to_string().contains("functions here"), "{e}");
+        assert!(!c.claims_mmio(0xb000_0000, 4), "nothing applied");
     }
 
     #[test]

@@ -239,6 +239,15 @@ impl PciDevice for Mch {
         }
         fx
     }
+    fn load_state(&mut self, data: &[u8]) -> Result<PciEffects, crate::state::StateError> {
+        let mut fx = self.f.load_state(data)?;
+        if self.f.config().get_u8(mch::SMRAM) & mch::SMRAM_D_LCK != 0 {
+            let _ = self.f.config_mut().set_masks(mch::SMRAM, 1, RegMasks::rw(u32::from(mch::SMRAM_D_CLS)));
+            let _ = self.f.config_mut().set_masks(mch::ESMRAMC, 1, RegMasks::RO);
+        }
+        self.update_ecam(&mut fx);
+        Ok(fx)
+    }
     fn reset(&mut self, kind: crate::pci::config::ResetKind) -> PciEffects {
         let mut fx = self.f.reset(kind);
         let _ = self.f.config_mut().set_masks(mch::SMRAM, 1, RegMasks::rw(0x78));
@@ -379,6 +388,25 @@ impl PciDevice for Lpc {
         self.rcrb = Rcrb::default();
         self.update(&mut fx);
         fx
+    }
+    fn save_state(&self) -> Vec<u8> {
+        let mut w = crate::state::Writer::default();
+        w.bytes(&self.f.save_state());
+        for r in self.rcrb.regs {
+            w.u16(r);
+        }
+        w.u32(self.rcrb.gcs);
+        w.buf
+    }
+    fn load_state(&mut self, data: &[u8]) -> Result<PciEffects, crate::state::StateError> {
+        let mut r = crate::state::Reader::new(data);
+        let mut fx = self.f.load_state(r.bytes()?)?;
+        for x in self.rcrb.regs.iter_mut() {
+            *x = r.u16()?;
+        }
+        self.rcrb.gcs = r.u32()?;
+        self.update(&mut fx);
+        Ok(fx)
     }
 }
 

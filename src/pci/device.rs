@@ -136,6 +136,16 @@ pub trait PciDevice: Any + Send {
     fn reset(&mut self, kind: ResetKind) -> PciEffects {
         self.function_mut().reset(kind)
     }
+    /// The function's state for `xen-save-devices-state` (config space, MSI-X table, INTx level,
+    /// plus whatever the device adds).
+    fn save_state(&self) -> Vec<u8> {
+        self.function().save_state()
+    }
+    /// Restores [`PciDevice::save_state`] output and re-derives everything from it (BAR
+    /// decode, chipset windows); returns the effects of the new state.
+    fn load_state(&mut self, data: &[u8]) -> Result<PciEffects, crate::state::StateError> {
+        self.function_mut().load_state(data)
+    }
 }
 
 /// Where a capability goes, and what it is.
@@ -615,6 +625,48 @@ impl GenericFunction {
         let mut fx: PciEffects = self.bars.refresh(&self.cfg).into_iter().map(PciEffect::Bar).collect();
         self.update_intx(&mut fx);
         fx
+    }
+
+    /// Config space bytes, MSI-X table and PBA, INTx level.
+    pub fn save_state(&self) -> Vec<u8> {
+        let mut w = crate::state::Writer::default();
+        let size = usize::from(self.cfg.size()).min(self.cfg.bytes().len());
+        w.bytes(self.cfg.bytes().get(..size).unwrap_or(&[]));
+        w.u8(u8::from(self.msix.is_some()));
+        if let Some(m) = &self.msix {
+            m.save(&mut w);
+        }
+        w.u8(u8::from(self.intx_level));
+        w.buf
+    }
+
+    /// Restores [`GenericFunction::save_state`] output (the masks stay those of this build) and
+    /// resynchronises BAR decode and INTx.
+    pub fn load_state(&mut self, data: &[u8]) -> Result<PciEffects, crate::state::StateError> {
+        use crate::state::StateError;
+        let mut r = crate::state::Reader::new(data);
+        let bytes = r.bytes()?;
+        if bytes.len() != usize::from(self.cfg.size()) {
+            return Err(StateError::Mismatch(format!(
+                "{}: config space of {} bytes here, {} in the blob",
+                self.name,
+                self.cfg.size(),
+                bytes.len()
+            )));
+        }
+        let has_msix = r.u8()? != 0;
+        if has_msix != self.msix.is_some() {
+            return Err(StateError::Mismatch(format!("{}: MSI-X presence differs", self.name)));
+        }
+        if let Some(m) = self.msix.as_mut() {
+            m.load(&mut r)?;
+        }
+        let level = r.u8()? != 0;
+        for (i, b) in bytes.iter().enumerate() {
+            self.cfg.set_u8(i as u16, *b);
+        }
+        self.intx_level = level;
+        Ok(self.resync())
     }
 
     /// Resets config space per `kind`, masks all MSI-X vectors, drops the INTx level; returns

@@ -215,6 +215,46 @@ fn access_ok(rel: u64, size: u8) -> bool {
 }
 
 impl Msix {
+    /// Appends the table and PBA to a state blob.
+    pub fn save(&self, w: &mut crate::state::Writer) {
+        w.u32(self.entries.len() as u32);
+        for e in &self.entries {
+            w.u32(e.addr_lo);
+            w.u32(e.addr_hi);
+            w.u32(e.data);
+            w.u32(e.ctrl);
+        }
+        w.u32(self.pba.len() as u32);
+        for p in &self.pba {
+            w.u64(*p);
+        }
+    }
+
+    /// Restores what [`Msix::save`] wrote; the table size must match.
+    pub fn load(&mut self, r: &mut crate::state::Reader<'_>) -> Result<(), crate::state::StateError> {
+        let n = r.u32()? as usize;
+        if n != self.entries.len() {
+            return Err(crate::state::StateError::Mismatch(format!(
+                "MSI-X table has {} entries here, {n} in the blob",
+                self.entries.len()
+            )));
+        }
+        for e in self.entries.iter_mut() {
+            *e = MsixEntry { addr_lo: r.u32()?, addr_hi: r.u32()?, data: r.u32()?, ctrl: r.u32()? };
+        }
+        let n = r.u32()? as usize;
+        if n != self.pba.len() {
+            return Err(crate::state::StateError::Mismatch(format!(
+                "MSI-X PBA of {} words here, {n} in the blob",
+                self.pba.len()
+            )));
+        }
+        for p in self.pba.iter_mut() {
+            *p = r.u64()?;
+        }
+        Ok(())
+    }
+
     /// State for the capability installed at `off` (use the offset the chain builder returned).
     pub fn new(off: u16, config: MsixConfig) -> Result<Self, MsixError> {
         config.validate()?;

@@ -799,7 +799,9 @@ impl PcieCapConfig {
             RegSpec::ro(
                 off::DEVCTL,
                 2,
-                u32::from(devctl::RELAX_EN | devctl::NOSNOOP_EN | (PayloadSize::B512.code() as u16) << devctl::MRRS_SHIFT),
+                u32::from(
+                    devctl::RELAX_EN | devctl::NOSNOOP_EN | (PayloadSize::B512.code() as u16) << devctl::MRRS_SHIFT,
+                ),
             )
             .rw(u32::from(self.devctl_wmask())),
             RegSpec::ro(off::DEVSTA, 2, 0).w1c(u32::from(devsta::ERRORS)),
@@ -1249,7 +1251,8 @@ mod tests {
     #[test]
     fn rc_integrated_endpoint_has_no_link_registers() {
         let (mut c, cap) = build(&PcieCapConfig::new(PortType::RcIntegratedEndpoint));
-        for (rel, size) in [(off::LNKCAP, 4u8), (off::LNKCTL, 2), (off::LNKSTA, 2), (off::LNKCAP2, 4), (off::LNKCTL2, 2)]
+        for (rel, size) in
+            [(off::LNKCAP, 4u8), (off::LNKCTL, 2), (off::LNKSTA, 2), (off::LNKCAP2, 4), (off::LNKCTL2, 2)]
         {
             wr(&mut c, rel, size, 0xffff_ffff);
             assert_eq!(c.get_u32(OFF + rel) & crate::pci::config::ones32(size), 0, "{rel:#x}");

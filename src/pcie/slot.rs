@@ -790,9 +790,7 @@ impl Slot {
             present: self.present(cfg),
             power: self.slot_power_on(cfg),
             link_active: self.cap.dll_link_active(cfg),
-            power_indicator: c
-                .power_indicator
-                .then(|| Indicator::from_bits((ctl & sltctl::PIC) >> sltctl::PIC_SHIFT)),
+            power_indicator: c.power_indicator.then(|| Indicator::from_bits((ctl & sltctl::PIC) >> sltctl::PIC_SHIFT)),
             attention_indicator: c
                 .attention_indicator
                 .then(|| Indicator::from_bits((ctl & sltctl::AIC) >> sltctl::AIC_SHIFT)),
@@ -906,13 +904,7 @@ mod tests {
         let w = p.cfg.reg_masks(CTL, 2).wmask as u16;
         assert_eq!(
             w,
-            sltctl::ABPE
-                | sltctl::PDCE
-                | sltctl::CCIE
-                | sltctl::HPIE
-                | sltctl::AIC
-                | sltctl::PIC
-                | sltctl::DLLSCE
+            sltctl::ABPE | sltctl::PDCE | sltctl::CCIE | sltctl::HPIE | sltctl::AIC | sltctl::PIC | sltctl::DLLSCE
         );
         let p = mrl_port();
         let w = p.cfg.reg_masks(CTL, 2).wmask as u16;
@@ -1256,10 +1248,7 @@ mod tests {
         assert!(e.to_string().contains("2500 ms"), "{e}");
         assert!(p.slot.request_removal(&mut p.cfg, Duration::from_secs(15)).is_ok(), "after 5 s: press again");
         let _ = p.cmd(sltctl::PIC_BLINK, sltctl::PIC);
-        assert_eq!(
-            p.slot.request_removal(&mut p.cfg, Duration::from_secs(30)),
-            Err(SlotError::GuestBusy { slot: 5 })
-        );
+        assert_eq!(p.slot.request_removal(&mut p.cfg, Duration::from_secs(30)), Err(SlotError::GuestBusy { slot: 5 }));
         let _ = p.cmd(sltctl::PIC_ON, sltctl::PIC);
         let _ = p.write(CTL, 2, u32::from(p.ctl() | sltctl::EIC));
         assert_eq!(p.slot.request_removal(&mut p.cfg, Duration::from_secs(40)), Err(SlotError::Locked { slot: 5 }));
