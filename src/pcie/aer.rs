@@ -16,7 +16,7 @@
 //! | +18 Capabilities and Control | FEP ROS; ECRC Gen/Check Capable RO (+ Enable RWS) if configured; MHRC RO (+ MHRE RWS) if the log holds errors; TLP Prefix Log Present ROS |
 //! | +1C Header Log (4 DW) | ROS |
 //! | +2C Root Error Command | RW (root ports; RO 0 elsewhere) |
-//! | +30 Root Error Status | RW1CS bits 6:0, IMN [31:27] RO (HwInit, 0) (root ports) |
+//! | +30 Root Error Status | RW1CS bits 6:0, IMN (bits 31:27) RO (HwInit, 0) (root ports) |
 //! | +34 Error Source ID | ROS (root ports) |
 //! | +38 TLP Prefix Log (4 DW) | ROS |
 //!
@@ -185,7 +185,7 @@ pub mod cor {
 
 /// Advanced Error Capabilities and Control bits.
 pub mod errcap {
-    /// First Error Pointer [4:0].
+    /// First Error Pointer (bits 4:0).
     pub const FEP: u32 = 0x1F;
     /// ECRC Generation Capable.
     pub const ECRC_GENC: u32 = 1 << 5;
@@ -233,7 +233,7 @@ pub mod root_sta {
     pub const FATAL_RCV: u32 = 1 << 6;
     /// The RW1CS bits.
     pub const REPORT_MASK: u32 = 0x7F;
-    /// Advanced Error Interrupt Message Number [31:27].
+    /// Advanced Error Interrupt Message Number (bits 31:27).
     pub const IMN: u32 = 0xF800_0000;
     /// Shift of [`IMN`].
     pub const IMN_SHIFT: u32 = 27;
@@ -631,6 +631,14 @@ impl Aer {
     /// Current level of the root AER interrupt condition (root ports).
     pub fn root_irq_level(&self) -> bool {
         self.root_level
+    }
+
+    /// Sets the Advanced Error Interrupt Message Number (Root Error Status bits 31:27; low 5
+    /// bits of `n`), for a root port using more than one MSI/MSI-X vector. HwInit: kept across
+    /// resets.
+    pub fn set_root_interrupt_message_number(&self, cfg: &mut ConfigSpace, n: u8) {
+        let imn = (u32::from(n) << root_sta::IMN_SHIFT) & root_sta::IMN;
+        cfg.update_u32(self.at(off::ROOT_STATUS), root_sta::IMN, imn);
     }
 
     fn at(&self, rel: u16) -> u16 {
@@ -1496,7 +1504,7 @@ mod tests {
     #[test]
     fn root_status_imn_is_read_only_and_kept() {
         let (mut c, mut a) = root();
-        c.update_u32(AER + off::ROOT_STATUS, 0, 1 << root_sta::IMN_SHIFT);
+        a.set_root_interrupt_message_number(&mut c, 0x21);
         let _ = a.root_receive(&mut c, &msg(MsgSeverity::Correctable, 1));
         w(&mut c, AER + off::ROOT_STATUS, 4, 0xffff_ffff);
         assert_eq!(rd(&c, off::ROOT_STATUS), 1 << root_sta::IMN_SHIFT);
@@ -1646,7 +1654,7 @@ mod tests {
         let mut messages = 0usize;
         let mut overflows = 0usize;
         for i in 0..100_000usize {
-            let e = kinds.get(i % kinds.len()).copied().unwrap_or(kinds[0]);
+            let e = kinds[i % kinds.len()];
             let out = a.inject(&mut c, &e, SRC).expect("inject");
             assert!(out.messages.len() <= 2);
             overflows += out.overflows;
@@ -1657,7 +1665,7 @@ mod tests {
             assert!(a.queued() <= 8, "queue bounded by log_max");
         }
         assert_eq!(a.queued(), 8);
-        assert!(overflows > 90_000, "{overflows}");
+        assert!(overflows > 70_000, "3 of 4 kinds record a header: {overflows}");
         assert!(messages > 100_000);
         assert!(a.queue.capacity() <= 64, "no growth beyond the bound");
         let lines = crate::logging::captured();

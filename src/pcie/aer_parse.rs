@@ -233,7 +233,10 @@ fn parse_status(word: &str, rule: &NameRule) -> Result<Vec<(u32, bool)>, AerPars
     Ok(out)
 }
 
-fn parse_words(words: &[&str]) -> Result<(Option<[u32; 4]>, Option<[u32; 4]>), AerParseError> {
+/// TLP header and prefix words, each present or not.
+type TlpWords = (Option<[u32; 4]>, Option<[u32; 4]>);
+
+fn parse_words(words: &[&str]) -> Result<TlpWords, AerParseError> {
     if words.len() > 8 {
         return Err(AerParseError::TooManyWords(words.len()));
     }
@@ -262,7 +265,7 @@ fn build(
     target: AerTarget,
     errors: Vec<(u32, bool)>,
     advisory: bool,
-    (header, prefix): (Option<[u32; 4]>, Option<[u32; 4]>),
+    (header, prefix): TlpWords,
     syntax: InjectSyntax,
 ) -> AerInjection {
     let errors = errors
@@ -363,7 +366,7 @@ mod tests {
         assert_eq!(inj.errors, vec![AerErrorSpec { advisory: true, ..one(cor::BAD_TLP, true) }]);
         let inj = parse_aer_injection("dev 0x100000").expect("parse");
         assert_eq!(inj.errors, vec![one(uncor::UNSUP, false)]);
-        let inj = parse_aer_injection("dev 01000").expect("octal");
+        let inj = parse_aer_injection("dev 010000").expect("octal");
         assert_eq!(inj.errors, vec![one(uncor::POISON_TLP, false)]);
         let inj = parse_aer_injection("dev 4096").expect("decimal");
         assert_eq!(inj.errors, vec![one(uncor::POISON_TLP, false)]);

@@ -97,15 +97,15 @@ pub mod off {
 
 /// PCI Express Capabilities register (+0x02) fields.
 pub mod flags {
-    /// Capability version [3:0].
+    /// Capability version (bits 3:0).
     pub const VERSION: u16 = 0x000F;
-    /// Device/port type [7:4].
+    /// Device/port type (bits 7:4).
     pub const TYPE: u16 = 0x00F0;
     /// Shift of [`TYPE`].
     pub const TYPE_SHIFT: u16 = 4;
     /// Slot Implemented.
     pub const SLOT: u16 = 1 << 8;
-    /// Interrupt Message Number [13:9].
+    /// Interrupt Message Number (bits 13:9).
     pub const IMN: u16 = 0x3E00;
     /// Shift of [`IMN`].
     pub const IMN_SHIFT: u16 = 9;
@@ -113,21 +113,21 @@ pub mod flags {
 
 /// Device Capabilities (+0x04) fields.
 pub mod devcap {
-    /// Max_Payload_Size Supported [2:0].
+    /// Max_Payload_Size Supported (bits 2:0).
     pub const MPS: u32 = 0x7;
-    /// Phantom Functions Supported [4:3].
+    /// Phantom Functions Supported (bits 4:3).
     pub const PHANTOM: u32 = 0x18;
     /// Extended Tag Field Supported.
     pub const EXT_TAG: u32 = 1 << 5;
-    /// Endpoint L0s Acceptable Latency [8:6].
+    /// Endpoint L0s Acceptable Latency (bits 8:6).
     pub const L0S_LAT: u32 = 0x1C0;
-    /// Endpoint L1 Acceptable Latency [11:9].
+    /// Endpoint L1 Acceptable Latency (bits 11:9).
     pub const L1_LAT: u32 = 0xE00;
     /// Role-Based Error Reporting.
     pub const RBER: u32 = 1 << 15;
-    /// Captured Slot Power Limit Value [25:18].
+    /// Captured Slot Power Limit Value (bits 25:18).
     pub const PWR_VAL: u32 = 0x03FC_0000;
-    /// Captured Slot Power Limit Scale [27:26].
+    /// Captured Slot Power Limit Scale (bits 27:26).
     pub const PWR_SCL: u32 = 0x0C00_0000;
     /// Function Level Reset Capability.
     pub const FLR: u32 = 1 << 28;
@@ -147,7 +147,7 @@ pub mod devctl {
     pub const ERR_ENABLES: u16 = CERE | NFERE | FERE | URRE;
     /// Enable Relaxed Ordering.
     pub const RELAX_EN: u16 = 1 << 4;
-    /// Max_Payload_Size [7:5].
+    /// Max_Payload_Size (bits 7:5).
     pub const MPS: u16 = 0x00E0;
     /// Shift of [`MPS`].
     pub const MPS_SHIFT: u16 = 5;
@@ -159,7 +159,7 @@ pub mod devctl {
     pub const AUX_PME: u16 = 1 << 10;
     /// Enable No Snoop.
     pub const NOSNOOP_EN: u16 = 1 << 11;
-    /// Max_Read_Request_Size [14:12].
+    /// Max_Read_Request_Size (bits 14:12).
     pub const MRRS: u16 = 0x7000;
     /// Shift of [`MRRS`].
     pub const MRRS_SHIFT: u16 = 12;
@@ -187,17 +187,17 @@ pub mod devsta {
 
 /// Link Capabilities (+0x0C) fields.
 pub mod lnkcap {
-    /// Max Link Speed [3:0].
+    /// Max Link Speed (bits 3:0).
     pub const SLS: u32 = 0xF;
-    /// Maximum Link Width [9:4].
+    /// Maximum Link Width (bits 9:4).
     pub const MLW: u32 = 0x3F0;
     /// Shift of [`MLW`].
     pub const MLW_SHIFT: u32 = 4;
-    /// ASPM Support [11:10].
+    /// ASPM Support (bits 11:10).
     pub const ASPMS: u32 = 0xC00;
-    /// L0s Exit Latency [14:12].
+    /// L0s Exit Latency (bits 14:12).
     pub const L0SEL: u32 = 0x7000;
-    /// L1 Exit Latency [17:15].
+    /// L1 Exit Latency (bits 17:15).
     pub const L1EL: u32 = 0x3_8000;
     /// Clock Power Management.
     pub const CLKPM: u32 = 1 << 18;
@@ -209,7 +209,7 @@ pub mod lnkcap {
     pub const LBNC: u32 = 1 << 21;
     /// ASPM Optionality Compliance.
     pub const ASPM_COMPLIANCE: u32 = 1 << 22;
-    /// Port Number [31:24].
+    /// Port Number (bits 31:24).
     pub const PN: u32 = 0xFF00_0000;
     /// Shift of [`PN`].
     pub const PN_SHIFT: u32 = 24;
@@ -217,7 +217,7 @@ pub mod lnkcap {
 
 /// Link Control (+0x10) fields.
 pub mod lnkctl {
-    /// ASPM Control [1:0].
+    /// ASPM Control (bits 1:0).
     pub const ASPMC: u16 = 0x3;
     /// Read Completion Boundary.
     pub const RCB: u16 = 1 << 3;
@@ -241,9 +241,9 @@ pub mod lnkctl {
 
 /// Link Status (+0x12) fields.
 pub mod lnksta {
-    /// Current Link Speed [3:0].
+    /// Current Link Speed (bits 3:0).
     pub const CLS: u16 = 0xF;
-    /// Negotiated Link Width [9:4].
+    /// Negotiated Link Width (bits 9:4).
     pub const NLW: u16 = 0x3F0;
     /// Shift of [`NLW`].
     pub const NLW_SHIFT: u16 = 4;
@@ -275,15 +275,15 @@ pub mod sltcap {
     pub const HPS: u32 = 1 << 5;
     /// Hot-Plug Capable.
     pub const HPC: u32 = 1 << 6;
-    /// Slot Power Limit Value [14:7].
+    /// Slot Power Limit Value (bits 14:7).
     pub const SPLV: u32 = 0x7F80;
-    /// Slot Power Limit Scale [16:15].
+    /// Slot Power Limit Scale (bits 16:15).
     pub const SPLS: u32 = 0x1_8000;
     /// Electromechanical Interlock Present.
     pub const EIP: u32 = 1 << 17;
     /// No Command Completed Support.
     pub const NCCS: u32 = 1 << 18;
-    /// Physical Slot Number [31:19].
+    /// Physical Slot Number (bits 31:19).
     pub const PSN: u32 = 0xFFF8_0000;
     /// Shift of [`PSN`].
     pub const PSN_SHIFT: u32 = 19;
@@ -305,7 +305,7 @@ pub mod sltctl {
     pub const CCIE: u16 = 1 << 4;
     /// Hot-Plug Interrupt Enable.
     pub const HPIE: u16 = 1 << 5;
-    /// Attention Indicator Control [7:6].
+    /// Attention Indicator Control (bits 7:6).
     pub const AIC: u16 = 0x00C0;
     /// Shift of [`AIC`].
     pub const AIC_SHIFT: u16 = 6;
@@ -315,7 +315,7 @@ pub mod sltctl {
     pub const AIC_BLINK: u16 = 0x0080;
     /// Attention indicator off.
     pub const AIC_OFF: u16 = 0x00C0;
-    /// Power Indicator Control [9:8].
+    /// Power Indicator Control (bits 9:8).
     pub const PIC: u16 = 0x0300;
     /// Shift of [`PIC`].
     pub const PIC_SHIFT: u16 = 8;
@@ -383,7 +383,7 @@ pub mod rtcap {
 
 /// Root Status (+0x20) fields.
 pub mod rtsta {
-    /// PME Requester ID [15:0].
+    /// PME Requester ID (bits 15:0).
     pub const PME_RID: u32 = 0xFFFF;
     /// PME Status (RW1C).
     pub const PME: u32 = 1 << 16;
@@ -393,7 +393,7 @@ pub mod rtsta {
 
 /// Device Capabilities 2 (+0x24) fields.
 pub mod devcap2 {
-    /// Completion Timeout Ranges Supported [3:0].
+    /// Completion Timeout Ranges Supported (bits 3:0).
     pub const COMP_TMOUT_RANGES: u32 = 0xF;
     /// Completion Timeout Disable Supported.
     pub const COMP_TMOUT_DIS: u32 = 1 << 4;
@@ -403,13 +403,13 @@ pub mod devcap2 {
     pub const EFF: u32 = 1 << 20;
     /// End-End TLP Prefix Supported.
     pub const EETLPP: u32 = 1 << 21;
-    /// Max End-End TLP Prefixes [23:22] (0 = 4).
+    /// Max End-End TLP Prefixes (bits 23:22) (0 = 4).
     pub const EE_PREFIX_MAX: u32 = 0xC0_0000;
 }
 
 /// Device Control 2 (+0x28) fields.
 pub mod devctl2 {
-    /// Completion Timeout Value [3:0].
+    /// Completion Timeout Value (bits 3:0).
     pub const COMP_TIMEOUT: u16 = 0xF;
     /// Completion Timeout Disable.
     pub const COMP_TMOUT_DIS: u16 = 1 << 4;
@@ -421,7 +421,7 @@ pub mod devctl2 {
 
 /// Link Capabilities 2 (+0x2C) fields.
 pub mod lnkcap2 {
-    /// Supported Link Speeds Vector [7:1].
+    /// Supported Link Speeds Vector (bits 7:1).
     pub const SLSV: u32 = 0xFE;
     /// Crosslink Supported.
     pub const CROSSLINK: u32 = 1 << 8;
@@ -429,7 +429,7 @@ pub mod lnkcap2 {
 
 /// Link Control 2 (+0x30) fields.
 pub mod lnkctl2 {
-    /// Target Link Speed [3:0].
+    /// Target Link Speed (bits 3:0).
     pub const TLS: u16 = 0xF;
     /// Enter Compliance.
     pub const ENTER_COMP: u16 = 1 << 4;
@@ -437,7 +437,7 @@ pub mod lnkctl2 {
     pub const HASD: u16 = 1 << 5;
 }
 
-/// Device/port type (PCI Express Capabilities [7:4]).
+/// Device/port type (PCI Express Capabilities (bits 7:4)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PortType {
     /// PCI Express Endpoint (0).
@@ -623,15 +623,18 @@ pub struct PcieCapConfig {
     pub link_speed: LinkSpeed,
     /// Max (and negotiated) link width.
     pub link_width: u8,
-    /// Port number (LnkCap[31:24]).
+    /// Port number (LnkCap (bits 31:24)).
     pub port_number: u8,
     /// Data Link Layer Link Active Reporting Capable (root/downstream ports). Defaults to "has a
     /// slot"; a slot-less port that enables it must keep LnkSta.DLLLA up to date itself
     /// ([`PcieCap::set_dll_link_active`]), since Linux then waits for the bit after a reset.
     pub link_active_reporting: bool,
-    /// The slot (root/downstream ports only).
+    /// The slot (root/downstream ports only). Set it with [`PcieCapConfig::with_slot`], which
+    /// also turns on [`PcieCapConfig::link_active_reporting`]: without it the slot has no
+    /// DLLLA/DLLSC, and a Linux guest with an attention button (PDCE left off) only notices a
+    /// hot-add through ABP ([`SlotConfig::press_button_on_insert`]).
     pub slot: Option<SlotConfig>,
-    /// Completion Timeout Ranges Supported (DevCap2[3:0]); 0 = not supported.
+    /// Completion Timeout Ranges Supported (DevCap2 (bits 3:0)); 0 = not supported.
     pub completion_timeout_ranges: u8,
     /// Completion Timeout Disable Supported.
     pub completion_timeout_disable: bool,
@@ -800,7 +803,7 @@ impl PcieCapConfig {
                 off::DEVCTL,
                 2,
                 u32::from(
-                    devctl::RELAX_EN | devctl::NOSNOOP_EN | (PayloadSize::B512.code() as u16) << devctl::MRRS_SHIFT,
+                    devctl::RELAX_EN | devctl::NOSNOOP_EN | (u16::from(PayloadSize::B512.code()) << devctl::MRRS_SHIFT),
                 ),
             )
             .rw(u32::from(self.devctl_wmask())),

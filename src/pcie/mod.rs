@@ -22,17 +22,17 @@ pub mod cap;
 pub mod slot;
 
 pub use aer::{Aer, AerConfig, AerErrorSpec, AerInjectError, AerMessage, InjectOutcome, MsgSeverity, RootOutcome};
-pub use aer_parse::{parse_aer_injection, AerInjection, AerParseError, AerTarget};
+pub use aer_parse::{parse_aer_injection, AerInjection, AerParseError, AerTarget, InjectSyntax};
 pub use cap::{LinkSpeed, PayloadSize, PcieCap, PcieCapConfig, PcieCapError, PortType};
-pub use slot::{Indicator, Slot, SlotConfig, SlotError, SlotEvents, SlotView};
+pub use slot::{Indicator, Latch, Slot, SlotConfig, SlotError, SlotEvents, SlotView};
 
 /// The part of a guest config write `(at, size, val)` that lands in the register
 /// `[reg, reg + width)` (width ≤ 4): `(value, byte_mask)` with both aligned to the register, or
 /// `None` if the write does not touch it.
 pub(crate) fn written_bits(reg: u16, width: u16, at: u16, size: u8, val: u32) -> Option<(u32, u32)> {
     let (mut value, mut mask) = (0u32, 0u32);
-    for (i, byte) in val.to_le_bytes().into_iter().take(usize::from(size.min(4))).enumerate() {
-        let abs = u32::from(at) + i as u32;
+    for (i, byte) in (0u32..).zip(val.to_le_bytes().into_iter().take(usize::from(size.min(4)))) {
+        let abs = u32::from(at) + i;
         let Some(pos) = abs.checked_sub(u32::from(reg)) else {
             continue;
         };

@@ -715,6 +715,11 @@ impl Slot {
         if ctl_hit.is_none() && !sta_hit && !lnk_hit {
             return ev;
         }
+        if sta_hit {
+            // The W1C part of the write acts before a command in the same write completes, so
+            // clearing CC and issuing a command in one dword write is a new 0->1 edge.
+            self.update_irq(cfg, &mut ev);
+        }
         if let Some((written, bytes)) = ctl_hit {
             self.command(cfg, written & bytes, &mut ev);
         } else {
@@ -1082,7 +1087,7 @@ mod tests {
         let mut p = port();
         p.linux_init();
         let _ = p.cmd(sltctl::PIC_ON, sltctl::PIC);
-        let v = u32::from(p.ctl() & !sltctl::PIC | sltctl::PIC_BLINK) | (u32::from(sltsta::CC) << 16);
+        let v = u32::from((p.ctl() & !sltctl::PIC) | sltctl::PIC_BLINK) | (u32::from(sltsta::CC) << 16);
         let ev = p.write(CTL, 4, v);
         assert!(ev.irq, "CC cleared then set again by the same write");
         assert!(!p.slot.overlap_logged);
