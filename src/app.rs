@@ -57,6 +57,8 @@ pub struct Options {
     pub restricted: bool,
     /// `-incoming fd:N`: device state to load at start (libxl restore).
     pub incoming_fd: Option<i32>,
+    /// Devices from `-device`, in order.
+    pub devices: Vec<crate::devices::DeviceRequest>,
 }
 
 /// Where a QMP server listens.
@@ -89,6 +91,7 @@ impl Default for Options {
             start_paused: false,
             restricted: false,
             incoming_fd: None,
+            devices: Vec::new(),
         }
     }
 }
@@ -226,6 +229,7 @@ pub fn options_from(cfg: &RunConfig) -> Result<Options, AppError> {
     }
     o.start_paused = vm.start_paused;
     o.restricted = vm.restrict.xen_domid_restrict;
+    o.devices = vm.emulated_devices().map(crate::devices::DeviceRequest::from_spec).collect();
     if let Some(crate::cmdline::config::Incoming::Fd(fd)) = vm.incoming {
         o.incoming_fd = Some(fd);
     }
@@ -306,6 +310,95 @@ impl QmpHandlers for DmHandlers {
             .map_err(|e| QmpError::generic(e.to_string()))
     }
 
+    fn device_add(&self, args: &serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Value, QmpError> {
+        let mut driver = None;
+        let mut props = Vec::new();
+        for (k, v) in args {
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => {
+                    if *b {
+                        "on".into()
+                    } else {
+                        "off".into()
+                    }
+                }
+                serde_json::Value::Number(n) => n.to_string(),
+                other => return Err(QmpError::generic(format!("Invalid parameter type for '{k}': {other}"))),
+            };
+            if k == "driver" {
+                driver = Some(s);
+            } else {
+                props.push((k.clone(), s));
+            }
+        }
+        let driver = driver.ok_or_else(|| QmpError::generic("Parameter 'driver' is missing"))?;
+        let req =
+            crate::devices::DeviceRequest::from_props(driver, props).map_err(|e| QmpError::generic(e.to_string()))?;
+        self.vm.device_add(req).map_err(|e| QmpError::generic(e.to_string()))?;
+        Ok(serde_json::json!({}))
+    }
+
+    fn device_del(&self, id: &str) -> Result<serde_json::Value, QmpError> {
+        match self.vm.device_del(id, false) {
+            Ok(_) => Ok(serde_json::json!({})),
+            Err(e) if e.to_string().starts_with("no PCI device") => Err(QmpError::device_not_found(id)),
+            Err(e) => Err(QmpError::generic(e.to_string())),
+        }
+    }
+
+    fn other(
+        &self,
+        cmd: &str,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Result<serde_json::Value, QmpError>> {
+        let num = |k: &str| args.get(k).and_then(serde_json::Value::as_u64);
+        Some(match cmd {
+            "x-pcie-abp" => {
+                let Some(slot) = num("slot") else {
+                    return Some(Err(QmpError::generic("Parameter 'slot' is missing")));
+                };
+                self.vm
+                    .pcie_abp(num("chassis").map(|c| c as u8), slot as u16)
+                    .map(|(c, s)| serde_json::json!({"chassis": c, "slot": s}))
+                    .map_err(|e| QmpError::generic(e.to_string()))
+            }
+            "x-query-pcie-slots" => self
+                .vm
+                .machine(|m| m.info_pcie_slots())
+                .map(serde_json::Value::String)
+                .map_err(|e| QmpError::generic(e.to_string())),
+            "pcie-aer-inject-error" => {
+                let s = |k: &str| args.get(k).and_then(serde_json::Value::as_str).map(str::to_string);
+                let b = |k: &str| args.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
+                let (Some(id), Some(status)) =
+                    (s("id"), s("error_status").or_else(|| num("error_status").map(|n| n.to_string())))
+                else {
+                    return Some(Err(QmpError::generic("Parameters 'id' and 'error_status' are required")));
+                };
+                let mut words = Vec::new();
+                if b("advisory_non_fatal") {
+                    words.push("-a".to_string());
+                }
+                if b("correctable") {
+                    words.push("-c".to_string());
+                }
+                words.push(id);
+                words.push(status);
+                for k in ["header0", "header1", "header2", "header3", "prefix0", "prefix1", "prefix2", "prefix3"] {
+                    if let Some(v) = num(k) {
+                        words.push(format!("{v:#x}"));
+                    }
+                }
+                self.vm
+                    .aer_inject(&words.join(" "))
+                    .map(serde_json::Value::String)
+                    .map_err(|e| QmpError::generic(e.to_string()))
+            }
+            _ => return None,
+        })
+    }
+
     fn set_dirty_log(&self, enable: bool) -> Result<(), QmpError> {
         self.vm.handle().call(move |_, e| e.mem().set_log_dirty(enable)).map_err(|e| QmpError::generic(e.to_string()))
     }
@@ -354,6 +447,16 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let (below_4g, above_4g) = ram_layout(opts.memory_mib);
     let mut machine =
         Machine::new(crate::machine::MemLayout { below_4g, above_4g }).map_err(|e| AppError::Machine(e.to_string()))?;
+    for d in &opts.devices {
+        let mut ignored = Vec::new();
+        machine.add_request(d, false, &mut ignored).map_err(|e| {
+            AppError::Machine(format!(
+                "-device {}{}: {e}",
+                d.driver,
+                d.id.as_deref().map(|i| format!(",id={i}")).unwrap_or_default()
+            ))
+        })?;
+    }
     let mut engine = start(opts, &backend, &machine)?;
     if let Some(fd) = opts.incoming_fd {
         let f = std::fs::File::from(xen_bindings::fd::adopt_inherited(fd)?);

@@ -11,6 +11,7 @@ pub mod app;
 pub mod bus;
 pub mod cmdline;
 pub mod device;
+pub mod devices;
 pub mod ioreq;
 pub mod logging;
 pub mod machine;

@@ -168,6 +168,41 @@ impl Vm {
         self.set_run_state(RunState::Paused);
     }
 
+    /// `device_add` (hot-plug through a slot).
+    pub fn device_add(&self, req: crate::devices::DeviceRequest) -> Result<(), VmError> {
+        self.handle
+            .call(move |m, e| m.add_request(&req, true, e.effects_mut()).map(|_| ()))?
+            .map_err(|e| VmError::Invalid(e.to_string()))
+    }
+
+    /// `device_del`.
+    pub fn device_del(&self, id: &str, surprise: bool) -> Result<crate::machine::hotplug::Removal, VmError> {
+        let id = id.to_string();
+        self.handle
+            .call(move |m, e| m.device_del(&id, surprise, e.effects_mut()))?
+            .map_err(|e| VmError::Invalid(e.to_string()))
+    }
+
+    /// `pcie_abp`.
+    pub fn pcie_abp(&self, chassis: Option<u8>, slot: u16) -> Result<(u8, u16), VmError> {
+        self.handle
+            .call(move |m, e| m.press_attention_button(chassis, slot, e.effects_mut()))?
+            .map_err(|e| VmError::Invalid(e.to_string()))
+    }
+
+    /// `pcie_aer_inject_error` with QEMU's or the original syntax.
+    pub fn aer_inject(&self, args: &str) -> Result<String, VmError> {
+        let inj = crate::pcie::aer_parse::parse_aer_injection(args).map_err(|e| VmError::Invalid(e.to_string()))?;
+        self.handle.call(move |m, e| {
+            let n = match &inj.target {
+                crate::pcie::aer_parse::AerTarget::Id(id) => m.pci.find_by_id(id),
+                crate::pcie::aer_parse::AerTarget::Sbdf(s) => m.pci.find(*s),
+            }
+            .ok_or_else(|| VmError::Invalid(format!("device {} not found", inj.target)))?;
+            m.aer_inject(n, &inj.errors, e.effects_mut()).map_err(|e| VmError::Invalid(e.to_string()))
+        })?
+    }
+
     /// A port read of `size` bytes, as a guest vCPU would do it.
     pub fn pio_read(&self, port: u16, size: u8) -> Result<u32, VmError> {
         match &self.sim {

@@ -15,6 +15,7 @@
 //! 25-31 raises Xen's link `(dev + pin) & 3` like any other, i.e. whatever PIRQE-H route. q35dm
 //! places no INTx-raising device there except on the operator's explicit request.
 
+pub mod hotplug;
 pub mod q35;
 
 use std::fmt::Write as _;
@@ -92,6 +93,7 @@ pub struct Machine {
     pm: PmRegs,
     rcba: Option<u64>,
     pirq: [Option<u8>; 8],
+    start: std::time::Instant,
 }
 
 impl std::fmt::Debug for Machine {
@@ -132,6 +134,7 @@ impl Machine {
             pm: PmRegs { bytes: vec![0; 0x80] },
             rcba: None,
             pirq: [None; 8],
+            start: std::time::Instant::now(),
         };
         let mut out = Outputs::default();
         m.pci.sync(&mut out);
@@ -247,12 +250,24 @@ impl Machine {
         self.apply(out, fx);
     }
 
-    /// Turns topology outputs into hypervisor effects, handling chipset events.
+    /// Turns topology outputs into hypervisor effects, handling chipset events and hot-plug
+    /// port requests (which may produce more outputs, handled in turn).
     pub fn apply(&mut self, out: Outputs, fx: &mut Effects) {
-        fx.extend(out.fx);
-        for (_, p) in out.platform {
-            self.platform(p, fx);
+        let mut pending = out;
+        for _ in 0..64 {
+            fx.append(&mut pending.fx);
+            for (_, p) in std::mem::take(&mut pending.platform) {
+                self.platform(p, fx);
+            }
+            let ports = std::mem::take(&mut pending.port);
+            if ports.is_empty() {
+                return;
+            }
+            for (n, ev) in ports {
+                self.port_event(n, ev, &mut pending);
+            }
         }
+        log::error!("hot-plug event cascade did not settle; dropped");
     }
 
     fn remap_mmio(&mut self, dev: MmioDev, old: Option<(u64, u64)>, new: Option<(u64, u64)>, fx: &mut Effects) {

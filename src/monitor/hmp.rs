@@ -21,6 +21,15 @@ pub fn execute(vm: &Vm, line: &str) -> String {
         "o" => port_out(vm, rest),
         "xp" => xp(vm, rest),
         "x-dump-config" => dump_config(vm, rest),
+        "device_add" => crate::devices::DeviceRequest::parse(rest)
+            .map_err(|e| VmError::Invalid(e.to_string()))
+            .and_then(|r| vm.device_add(r))
+            .map(|()| String::new()),
+        "device_del" => vm.device_del(rest, false).map(|_| String::new()),
+        "pci_add" => pci_add(vm, rest),
+        "pci_del" => pci_del(vm, rest),
+        "pcie_abp" => pcie_abp(vm, rest),
+        "pcie_aer_inject_error" => vm.aer_inject(rest),
         "cont" | "c" => {
             vm.cont();
             Ok(String::new())
@@ -43,10 +52,19 @@ pub fn execute(vm: &Vm, line: &str) -> String {
 
 const COMMANDS: &[(&str, &str)] = &[
     ("cont|c", "resume emulation"),
+    ("device_add driver[,prop=value][,...]", "add device (hot-plug into a root/downstream port slot: bus=<port id>)"),
+    ("device_del id", "remove device (attention button; the device goes when the guest releases the slot)"),
     ("help|? [cmd]", "show the help"),
     ("i /fmt addr", "I/O port read"),
     ("info [subcommand]", "show various information about the system state (pci, status, version)"),
     ("o /fmt addr value", "I/O port write"),
+    ("pci_add pci_addr=<port id>|auto driver[,prop=value]", "original form of device_add; prints the address"),
+    ("pci_del pci_addr=[[domain:]bus:]slot|id", "original form of device_del"),
+    ("pcie_abp [chassis.]slot", "press the attention button of a PCIe slot"),
+    (
+        "pcie_aer_inject_error [-a] [-c] id <error_status> [<tlp header> [<tlp header prefix>]]",
+        "inject pcie aer error (also: [[domain:]bus:]dev.fn is_correctable error_status hdr0..hdr3 [pfx0..pfx3])",
+    ),
     ("quit|q", "quit the device model"),
     ("stop", "stop emulation"),
     ("x-dump-config bb:dd.f", "dump the 4 KiB config space of a function in `lspci -xxxx` format"),
@@ -72,6 +90,7 @@ fn info(vm: &Vm, what: &str) -> Result<String, VmError> {
         }),
         "version" => Ok(format!("{} (q35dm)\n", env!("CARGO_PKG_VERSION"))),
         "pci" => vm.machine(|m| m.info_pci()),
+        "pcie-slots" => vm.machine(|m| m.info_pcie_slots()),
         "" => Ok(
             "info pci -- show PCI info\ninfo status -- show the current VM status\ninfo version -- show the version\n"
                 .into(),
@@ -231,6 +250,70 @@ fn format_unit(v: u64, f: Fmt) -> String {
         'c' => format!(" '{}'", char::from_u32(v as u32).filter(|c| c.is_ascii_graphic()).unwrap_or('.')),
         _ => format!(" 0x{v:0w$x}"),
     }
+}
+
+fn pcie_abp(vm: &Vm, args: &str) -> Result<String, VmError> {
+    let a = args.trim();
+    let bad = || VmError::Invalid(format!("pcie_abp: expected [chassis.]slot, got {a:?}"));
+    let (chassis, slot) = match a.split_once('.') {
+        Some((c, s)) => (Some(u8::try_from(parse_num(c)?).map_err(|_| bad())?), s),
+        None => (None, a),
+    };
+    let slot = u16::try_from(parse_num(slot).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (c, s) = vm.pcie_abp(chassis, slot)?;
+    Ok(format!("OK chassis {c}, slot {s}\n"))
+}
+
+/// `pci_add pci_addr=<port id>|auto <driver>[,props]`: the original syntax. `auto` lets the
+/// board choose (the first free hot-plug slot).
+fn pci_add(vm: &Vm, args: &str) -> Result<String, VmError> {
+    let mut it = args.split_whitespace();
+    let addr = it.next().unwrap_or("");
+    let addr = addr.strip_prefix("pci_addr=").unwrap_or(addr);
+    let dev = it
+        .next()
+        .ok_or_else(|| VmError::Invalid("usage: pci_add pci_addr=<port id>|auto <driver>[,prop=value]".into()))?;
+    let mut req = crate::devices::DeviceRequest::parse(dev).map_err(|e| VmError::Invalid(e.to_string()))?;
+    if addr != "auto" {
+        req.bus = Some(addr.to_string());
+    } else if req.bus.is_none() {
+        req.bus = vm.machine(|m| m.first_free_slot_bus())?;
+    }
+    let id = match req.id.clone() {
+        Some(i) => i,
+        None => {
+            let i = format!(
+                "pci-add-{}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+            );
+            req.id = Some(i.clone());
+            i
+        }
+    };
+    vm.device_add(req)?;
+    let s = vm.machine(move |m| m.pci.find_by_id(&id).and_then(|n| m.pci.sbdf_of(n)))?;
+    Ok(match s {
+        Some(s) => format!("OK domain {}, bus {}, slot {}, function {}\n", s.seg(), s.bus(), s.dev(), s.func()),
+        None => "OK (bus not numbered yet)\n".to_string(),
+    })
+}
+
+/// `pci_del pci_addr=[[domain:]bus:]slot` or an id.
+fn pci_del(vm: &Vm, args: &str) -> Result<String, VmError> {
+    let a = args.trim();
+    let a = a.strip_prefix("pci_addr=").unwrap_or(a);
+    let id = if a.contains(':') || a.contains('.') {
+        let text = if a.contains('.') { a.to_string() } else { format!("{a}.0") };
+        let sbdf: crate::pci::Sbdf =
+            text.parse().map_err(|e: crate::pci::address::ParseSbdfError| VmError::Invalid(e.to_string()))?;
+        vm.machine(move |m| m.pci.find(sbdf).and_then(|n| m.pci.node(n)).map(|n| n.id.clone()))?
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| VmError::Invalid(format!("no device with an id at {sbdf}")))?
+    } else {
+        a.to_string()
+    };
+    vm.device_del(&id, false)?;
+    Ok("OK\n".into())
 }
 
 fn dump_config(vm: &Vm, args: &str) -> Result<String, VmError> {

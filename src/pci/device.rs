@@ -52,6 +52,30 @@ pub enum PciEffect {
     },
     /// A chipset-level change the board must act on (MMCONFIG window, interrupt routing, ...).
     Platform(PlatformEvent),
+    /// A hot-plug port asks the board to act on what is below it.
+    Port(PortEvent),
+}
+
+/// What a PCIe port's slot asks the board to do with the card below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PortEvent {
+    /// Slot power changed: `false` makes the functions below inaccessible (and resets them).
+    Power(bool),
+    /// The guest released a card whose removal was requested: detach it now.
+    DetachReady,
+}
+
+/// What a function did with an AER message coming from below (or from itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AerHop {
+    /// Not a PCI Express port: the walk ends.
+    NotPort,
+    /// A port that did not forward it (gated by its enables).
+    Stopped,
+    /// A switch port that forwarded it upwards.
+    Forward,
+    /// A root port that received it (Root Error Status updated, interrupt sent if enabled).
+    Delivered,
 }
 
 /// Chipset events raised by board devices (MCH, LPC) through their config space.
@@ -135,6 +159,20 @@ pub trait PciDevice: Any + Send {
     /// Resets the function; returns the effects (BAR unmaps, INTx deassert).
     fn reset(&mut self, kind: ResetKind) -> PciEffects {
         self.function_mut().reset(kind)
+    }
+    /// Injects AER errors into this function (`pcie_aer_inject_error`); functions without an
+    /// AER capability refuse.
+    fn aer_inject(
+        &mut self,
+        _errors: &[crate::pcie::aer::AerErrorSpec],
+        _source_id: u16,
+    ) -> Result<crate::pcie::aer::InjectOutcome, crate::pcie::aer::AerInjectError> {
+        Err(crate::pcie::aer::AerInjectError::NoAer { function: self.name().to_string() })
+    }
+    /// An AER message arriving from the secondary side (or, `from_self`, raised by this port);
+    /// interrupt effects go to `fx`.
+    fn aer_receive(&mut self, _msg: &crate::pcie::aer::AerMessage, _from_self: bool, _fx: &mut PciEffects) -> AerHop {
+        AerHop::NotPort
     }
     /// The function's state for `xen-save-devices-state` (config space, MSI-X table, INTx level,
     /// plus whatever the device adds).
@@ -258,6 +296,14 @@ impl FunctionSpec {
 /// Errors building a function.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DeviceError {
+    /// Device-specific construction failure.
+    #[error("{name}: {why}")]
+    Other {
+        /// Function name.
+        name: String,
+        /// What went wrong.
+        why: String,
+    },
     /// Config space setup failed.
     #[error("{name}: {source}")]
     Config {

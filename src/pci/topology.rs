@@ -131,6 +131,8 @@ pub struct Outputs {
     pub fx: Effects,
     /// Chipset events for the board.
     pub platform: Vec<(NodeId, PlatformEvent)>,
+    /// Hot-plug port requests for the board.
+    pub port: Vec<(NodeId, crate::pci::device::PortEvent)>,
 }
 
 /// The hierarchy.
@@ -409,6 +411,7 @@ impl Topology {
                 PciEffect::Msi { addr, data } => out.fx.push(Effect::Msi { addr, data }),
                 PciEffect::Intx { pin, level } => self.set_intx(n, pin, level, out),
                 PciEffect::Platform(p) => out.platform.push((n, p)),
+                PciEffect::Port(p) => out.port.push((n, p)),
             }
         }
         rebuild
