@@ -112,7 +112,13 @@ impl Machine {
                 None => Ok(Vec::new()),
             };
             match r {
-                Ok(pfx) => self.port_fx(p, pfx, &mut out),
+                Ok(pfx) => {
+                    self.port_fx(p, pfx, &mut out);
+                    // A slot whose power is off (power controller) holds the card unpowered.
+                    if self.port(p).and_then(PciePort::slot_view).is_some_and(|v| !v.power) {
+                        self.pci.set_powered(n, false, &mut out);
+                    }
+                }
                 Err(e) => {
                     let mut o2 = Outputs::default();
                     let _ = self.pci.remove(n, &mut o2);
