@@ -487,7 +487,10 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
         info!("QMP on {name}");
         drop(qmp::spawn(qctx.clone(), l, &name)?);
     }
-    let _xs = publish_state(opts, &vm);
+    let xs = publish_state(opts, &vm);
+    if let Some(x) = &xs {
+        drop(crate::xsctl::spawn(x.clone(), vm.clone(), opts.domid)?);
+    }
     for m in &opts.monitors {
         match m {
             MonitorSpec::Stdio => drop(monitor::server::spawn_stdio(vm.clone())?),

@@ -25,3 +25,4 @@ pub mod state;
 pub mod vm;
 pub mod xen;
 pub mod xenstore;
+pub mod xsctl;

@@ -6,9 +6,17 @@ use crate::vm::{RunState, Vm, VmError};
 
 /// One line of HMP: executes it and returns what QEMU would print (each line `\n`-terminated).
 pub fn execute(vm: &Vm, line: &str) -> String {
+    match execute_checked(vm, line) {
+        Ok(s) => s,
+        Err(e) => e,
+    }
+}
+
+/// Like [`execute`], but tells success (`Ok(output)`) from failure (`Err(message)`).
+pub fn execute_checked(vm: &Vm, line: &str) -> Result<String, String> {
     let line = line.trim();
     if line.is_empty() {
-        return String::new();
+        return Ok(String::new());
     }
     let (cmd, rest) = match line.split_once(char::is_whitespace) {
         Some((c, r)) => (c, r.trim()),
@@ -42,12 +50,9 @@ pub fn execute(vm: &Vm, line: &str) -> String {
             vm.quit();
             Ok(String::new())
         }
-        _ => return format!("unknown command: '{cmd}'\n"),
+        _ => return Err(format!("unknown command: '{cmd}'\n")),
     };
-    match r {
-        Ok(s) => s,
-        Err(e) => format!("{e}\n"),
-    }
+    r.map_err(|e| format!("{e}\n"))
 }
 
 const COMMANDS: &[(&str, &str)] = &[
