@@ -128,7 +128,7 @@ fn classic_protocol_answers_in_state() {
 
 #[test]
 fn commands_work_after_a_xenstored_restart() {
-    let mut xs = FakeXenstored::start_new();
+    let xs = FakeXenstored::start_new();
     let _dm = start(&xs);
     assert_eq!(run(&xs, "info", "pcie-slots").0, "ok");
     xs.restart(true);
