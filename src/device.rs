@@ -4,6 +4,7 @@
 use xen_bindings::dm_op::IoRangeKind;
 
 use crate::ioreq::decode::Space;
+use crate::memory::GuestMemory;
 
 /// A range of the guest's address spaces the ioreq server must claim or release with Xen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,6 +102,37 @@ pub trait IoHandler {
     fn write(&mut self, space: Space, addr: u64, size: u8, data: u64, fx: &mut Effects);
     /// A buffered-ioreq `IOREQ_TYPE_TIMEOFFSET` (RTC offset); ignored by default.
     fn time_offset(&mut self, _offset: u64) {}
+    /// [`IoHandler::read`] with access to guest RAM (for devices that DMA, e.g. fw_cfg). The
+    /// engine always calls this form.
+    fn read_mem(&mut self, space: Space, addr: u64, size: u8, fx: &mut Effects, _mem: &mut dyn GuestMemory) -> u64 {
+        self.read(space, addr, size, fx)
+    }
+    /// [`IoHandler::write`] with access to guest RAM.
+    fn write_mem(
+        &mut self,
+        space: Space,
+        addr: u64,
+        size: u8,
+        data: u64,
+        fx: &mut Effects,
+        _mem: &mut dyn GuestMemory,
+    ) {
+        self.write(space, addr, size, data, fx)
+    }
+}
+
+/// Guest memory that does not exist (for accesses made outside any guest context).
+#[derive(Debug, Default)]
+pub struct NoMemory;
+
+impl GuestMemory for NoMemory {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), crate::memory::GuestMemError> {
+        Err(crate::memory::GuestMemError { op: "read", gpa, len: buf.len(), why: "no guest memory here".into() })
+    }
+    fn write(&mut self, gpa: u64, buf: &[u8]) -> Result<(), crate::memory::GuestMemError> {
+        Err(crate::memory::GuestMemError { op: "write", gpa, len: buf.len(), why: "no guest memory here".into() })
+    }
+    fn invalidate(&mut self) {}
 }
 
 /// All-ones of `size` bytes (`u64::MAX` for sizes outside 1..=8).
@@ -110,5 +142,27 @@ pub fn ones(size: u8) -> u64 {
         2 => 0xffff,
         4 => 0xffff_ffff,
         _ => u64::MAX,
+    }
+}
+
+/// A device on fixed I/O ports (legacy ISA-style devices: UART, fw_cfg, platform ports).
+pub trait PortDevice: Send {
+    /// Name for logs and the summary.
+    fn name(&self) -> &str;
+    /// The port ranges it decodes, as (first port, length).
+    fn ports(&self) -> Vec<(u16, u16)>;
+    /// A read of `size` bytes at `port`.
+    fn read(&mut self, port: u16, size: u8, fx: &mut Effects, mem: &mut dyn GuestMemory) -> u64;
+    /// A write.
+    fn write(&mut self, port: u16, size: u8, val: u64, fx: &mut Effects, mem: &mut dyn GuestMemory);
+    /// Downcasting helper.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    /// State for `xen-save-devices-state`.
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Restores [`PortDevice::save_state`] output.
+    fn load_state(&mut self, _data: &[u8]) -> Result<(), crate::state::StateError> {
+        Ok(())
     }
 }

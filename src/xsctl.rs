@@ -25,7 +25,8 @@ use crate::vm::Vm;
 use crate::xenstore::Xenstore;
 
 /// Commands the q35dm tree accepts.
-pub const COMMANDS: &[&str] = &["device_add", "device_del", "pci_add", "pci_del", "pcie_abp", "pcie_aer_inject_error", "info"];
+pub const COMMANDS: &[&str] =
+    &["device_add", "device_del", "pci_add", "pci_del", "pcie_abp", "pcie_aer_inject_error", "info"];
 
 /// Longest `args` value acted upon.
 pub const MAX_ARGS: usize = 1024;

@@ -43,6 +43,8 @@ pub struct Stats {
     pub spurious: u64,
     /// Guest-memory failures during string I/O.
     pub mem_faults: u64,
+    /// Config requests logged at start-up.
+    pub config_logged: u64,
 }
 
 /// Serves one ioreq server.
@@ -133,7 +135,22 @@ impl Engine {
         // Buffered writes that Xen queued before this request must be seen first.
         self.drain_buffered(h);
         let data = match decode(&req) {
-            Ok(Decoded::Access(a)) => self.execute(h, &a),
+            Ok(Decoded::Access(a)) => {
+                let v = self.execute(h, &a);
+                if let Space::PciConfig(sbdf) = a.space {
+                    // The first config cycles show the firmware found the board (and help debugging).
+                    if self.stats.config_logged < 16 {
+                        self.stats.config_logged += 1;
+                        let what = if a.dir == Dir::Read {
+                            format!("read {:#x}", v & ones(a.size))
+                        } else {
+                            format!("write {:#x}", a.data)
+                        };
+                        log::info!("vCPU {vcpu}: config {sbdf} reg {:#05x} size {}: {what}", a.addr, a.size);
+                    }
+                }
+                v
+            }
             Ok(Decoded::Invalidate) => {
                 self.mem.invalidate();
                 req.data
@@ -186,8 +203,8 @@ impl Engine {
             for i in 0..a.count {
                 let addr = a.element_addr(i);
                 match a.dir {
-                    Dir::Read => last = h.read(a.space, addr, size, &mut self.fx) & mask,
-                    Dir::Write => h.write(a.space, addr, size, a.data & mask, &mut self.fx),
+                    Dir::Read => last = h.read_mem(a.space, addr, size, &mut self.fx, self.mem.as_mut()) & mask,
+                    Dir::Write => h.write_mem(a.space, addr, size, a.data & mask, &mut self.fx, self.mem.as_mut()),
                 }
             }
             return if a.dir == Dir::Read { last } else { a.data };
@@ -215,7 +232,7 @@ impl Engine {
             let bytes = b.get_mut(..size as usize).unwrap_or(&mut []);
             match a.dir {
                 Dir::Read => {
-                    let v = h.read(a.space, addr, size, &mut self.fx) & mask;
+                    let v = h.read_mem(a.space, addr, size, &mut self.fx, self.mem.as_mut()) & mask;
                     bytes.copy_from_slice(v.to_le_bytes().get(..size as usize).unwrap_or(&[]));
                     if let Err(e) = self.mem.write(ptr, bytes) {
                         self.stats.mem_faults += 1;
@@ -229,7 +246,7 @@ impl Engine {
                         guest_warn!("string I/O fetch: {e}");
                         break;
                     }
-                    h.write(a.space, addr, size, u64::from_le_bytes(b), &mut self.fx);
+                    h.write_mem(a.space, addr, size, u64::from_le_bytes(b), &mut self.fx, self.mem.as_mut());
                 }
             }
         }
@@ -280,9 +297,11 @@ impl Engine {
             match (b.type_, b.dir) {
                 (IOREQ_TYPE_TIMEOFFSET, _) => h.time_offset(data),
                 (IOREQ_TYPE_PIO, IOREQ_WRITE) if size <= 4 => {
-                    h.write(Space::Pio, u64::from(b.addr), size, data, &mut self.fx)
+                    h.write_mem(Space::Pio, u64::from(b.addr), size, data, &mut self.fx, self.mem.as_mut())
                 }
-                (IOREQ_TYPE_COPY, IOREQ_WRITE) => h.write(Space::Mmio, u64::from(b.addr), size, data, &mut self.fx),
+                (IOREQ_TYPE_COPY, IOREQ_WRITE) => {
+                    h.write_mem(Space::Mmio, u64::from(b.addr), size, data, &mut self.fx, self.mem.as_mut())
+                }
                 (t, d) => {
                     self.stats.rejected += 1;
                     guest_warn!("buffered ring: entry type {t} dir {d} size {size} at {:#x} is not a write Xen buffers; skipped", b.addr);

@@ -23,9 +23,10 @@ use std::fmt::Write as _;
 use xen_bindings::dm_op::{SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT};
 
 use crate::bus::{Range, RangeMap};
-use crate::device::{ones, Effect, Effects, IoHandler, IoRange};
+use crate::device::{ones, Effect, Effects, IoHandler, IoRange, NoMemory, PortDevice};
 use crate::guest_warn;
 use crate::ioreq::Space;
+use crate::memory::GuestMemory;
 use crate::pci::config::ResetKind;
 use crate::pci::device::{DeviceError, PciDevice, PlatformEvent};
 use crate::pci::topology::{NodeId, Outputs, Topology, TopologyError, ROOT_BUS};
@@ -51,6 +52,8 @@ pub enum PortDev {
     ConfigData,
     /// The ICH9 ACPI PM block at PMBASE (128 bytes).
     PmIo,
+    /// A [`PortDevice`] (index into the board's list).
+    Device(usize),
 }
 
 /// MMIO devices the board implements.
@@ -94,6 +97,7 @@ pub struct Machine {
     rcba: Option<u64>,
     pirq: [Option<u8>; 8],
     start: std::time::Instant,
+    port_devices: Vec<Box<dyn PortDevice>>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -135,6 +139,7 @@ impl Machine {
             rcba: None,
             pirq: [None; 8],
             start: std::time::Instant::now(),
+            port_devices: Vec::new(),
         };
         let mut out = Outputs::default();
         m.pci.sync(&mut out);
@@ -164,6 +169,7 @@ impl Machine {
                 PortDev::ConfigAddress => "PCI config address (latch) + ICH9 RST_CNT at 0xcf9",
                 PortDev::ConfigData => "PCI config data",
                 PortDev::PmIo => "ICH9 ACPI PM block",
+                PortDev::Device(i) => self.port_devices.get(*i).map_or("?", |d| d.name()),
             };
             v.push(Served {
                 range: IoRange::ports(r.start as u16, u16::try_from(r.len()).unwrap_or(u16::MAX)),
@@ -203,6 +209,31 @@ impl Machine {
             let _ = writeln!(s, "    {:<30} {}", x.range.to_string(), x.what);
         }
         s
+    }
+
+    /// Adds a device on fixed ports; its ranges are claimed (effects in `fx`).
+    pub fn add_port_device(&mut self, dev: Box<dyn PortDevice>, fx: &mut Effects) -> Result<usize, MachineError> {
+        let idx = self.port_devices.len();
+        let mut ranges = Vec::new();
+        for (start, len) in dev.ports() {
+            let r = port_range(start, len)
+                .ok_or_else(|| MachineError::Layout(format!("{}: empty port range", dev.name())))?;
+            if let Some((old, what)) = self.pio.first_overlap(&r) {
+                return Err(MachineError::Layout(format!("{}: ports {r} overlap {old} ({what:?})", dev.name())));
+            }
+            ranges.push(r);
+        }
+        for r in &ranges {
+            self.pio.insert(*r, PortDev::Device(idx)).map_err(|e| MachineError::Layout(e.to_string()))?;
+            fx.push(Effect::MapRange(IoRange::ports(r.start as u16, r.len() as u16)));
+        }
+        self.port_devices.push(dev);
+        Ok(idx)
+    }
+
+    /// The first port device of type `T`.
+    pub fn port_device_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.port_devices.iter_mut().find_map(|d| d.as_any_mut().downcast_mut::<T>())
     }
 
     /// Whether an MMIO access hits something the board emulates.
@@ -379,7 +410,15 @@ impl Machine {
         Some((sbdf, ((self.cf8 & 0xfc) as u16) | (port & 3)))
     }
 
-    fn pio_access(&mut self, dev: PortDev, port: u16, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
+    fn pio_access(
+        &mut self,
+        dev: PortDev,
+        port: u16,
+        size: u8,
+        write: Option<u64>,
+        fx: &mut Effects,
+        mem: &mut dyn GuestMemory,
+    ) -> u64 {
         match dev {
             PortDev::ConfigAddress => match (port, size, write) {
                 (PCI_CONFIG_ADDRESS, 4, Some(v)) => {
@@ -412,6 +451,14 @@ impl Machine {
                 let off = usize::from(port.wrapping_sub(self.pm_base.unwrap_or(0)));
                 self.pm_access(off, size, write, fx)
             }
+            PortDev::Device(i) => match (self.port_devices.get_mut(i), write) {
+                (Some(d), None) => d.read(port, size, fx, mem),
+                (Some(d), Some(v)) => {
+                    d.write(port, size, v, fx, mem);
+                    0
+                }
+                (None, _) => ones(size),
+            },
         }
     }
 
@@ -449,13 +496,21 @@ impl Machine {
         }
     }
 
-    fn access(&mut self, space: Space, addr: u64, size: u8, write: Option<u64>, fx: &mut Effects) -> u64 {
+    fn access(
+        &mut self,
+        space: Space,
+        addr: u64,
+        size: u8,
+        write: Option<u64>,
+        fx: &mut Effects,
+        mem: &mut dyn GuestMemory,
+    ) -> u64 {
         match space {
             Space::PciConfig(sbdf) => u64::from(self.config(sbdf, addr as u16, size, write.map(|v| v as u32), fx)),
             Space::Pio => {
                 if let Some((_, d)) = self.pio.find_access(addr, u64::from(size)) {
                     let d = *d;
-                    return self.pio_access(d, addr as u16, size, write, fx);
+                    return self.pio_access(d, addr as u16, size, write, fx, mem);
                 }
                 self.bar_access(true, addr, size, write, fx)
             }
@@ -642,11 +697,19 @@ impl Machine {
 
 impl IoHandler for Machine {
     fn read(&mut self, space: Space, addr: u64, size: u8, fx: &mut Effects) -> u64 {
-        self.access(space, addr, size, None, fx) & ones(size)
+        self.access(space, addr, size, None, fx, &mut NoMemory) & ones(size)
     }
 
     fn write(&mut self, space: Space, addr: u64, size: u8, data: u64, fx: &mut Effects) {
-        self.access(space, addr, size, Some(data), fx);
+        self.access(space, addr, size, Some(data), fx, &mut NoMemory);
+    }
+
+    fn read_mem(&mut self, space: Space, addr: u64, size: u8, fx: &mut Effects, mem: &mut dyn GuestMemory) -> u64 {
+        self.access(space, addr, size, None, fx, mem) & ones(size)
+    }
+
+    fn write_mem(&mut self, space: Space, addr: u64, size: u8, data: u64, fx: &mut Effects, mem: &mut dyn GuestMemory) {
+        self.access(space, addr, size, Some(data), fx, mem);
     }
 }
 
