@@ -55,6 +55,8 @@ pub struct Options {
     pub start_paused: bool,
     /// `-xen-domid-restrict`: no xenstore (libxl then talks QMP only).
     pub restricted: bool,
+    /// Privilege reduction after set-up (`-xen-domid-restrict`, `-chroot`, `-runas`, `-run-with`).
+    pub jail: crate::jail::JailSpec,
     /// `-incoming fd:N`: device state to load at start (libxl restore).
     pub incoming_fd: Option<i32>,
     /// Devices from `-device`, in order.
@@ -90,6 +92,7 @@ impl Default for Options {
             qmp: Vec::new(),
             start_paused: false,
             restricted: false,
+            jail: crate::jail::JailSpec::default(),
             incoming_fd: None,
             devices: Vec::new(),
         }
@@ -229,6 +232,15 @@ pub fn options_from(cfg: &RunConfig) -> Result<Options, AppError> {
     }
     o.start_paused = vm.start_paused;
     o.restricted = vm.restrict.xen_domid_restrict;
+    let r = &vm.restrict;
+    let any = r.xen_domid_restrict || r.chroot.is_some() || r.runas.is_some();
+    o.jail = crate::jail::JailSpec {
+        restrict_domid: r.xen_domid_restrict.then_some(o.domid),
+        chroot: r.chroot.clone(),
+        runas: r.runas.clone(),
+        rlimits: any,
+        seccomp: any,
+    };
     o.devices = vm.emulated_devices().map(crate::devices::DeviceRequest::from_spec).collect();
     if let Some(crate::cmdline::config::Incoming::Fd(fd)) = vm.incoming {
         o.incoming_fd = Some(fd);
@@ -496,6 +508,11 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
             MonitorSpec::Stdio => drop(monitor::server::spawn_stdio(vm.clone())?),
             MonitorSpec::Unix(p) => drop(monitor::server::spawn_unix(vm.clone(), p)?),
         }
+    }
+    if !opts.jail.is_empty() {
+        // Everything is open and bound: drop what is no longer needed before serving the guest.
+        crate::jail::apply(&opts.jail, backend.sys.as_ref())
+            .map_err(|e| AppError::Machine(format!("privilege reduction: {e}")))?;
     }
     let read = || signals.read_signal().ok().flatten().map(|s| s.ssi_signo as i32);
     let sfd = std::os::fd::AsFd::as_fd(&signals);

@@ -13,6 +13,7 @@ pub mod cmdline;
 pub mod device;
 pub mod devices;
 pub mod ioreq;
+pub mod jail;
 pub mod logging;
 pub mod machine;
 pub mod memory;

@@ -38,6 +38,7 @@ pub fn execute_checked(vm: &Vm, line: &str) -> Result<String, String> {
         "pci_del" => pci_del(vm, rest),
         "pcie_abp" => pcie_abp(vm, rest),
         "pcie_aer_inject_error" => vm.aer_inject(rest),
+        "x-seccomp-probe" => Ok(seccomp_probe(rest)),
         "cont" | "c" => {
             vm.cont();
             Ok(String::new())
@@ -254,6 +255,22 @@ fn format_unit(v: u64, f: Fmt) -> String {
         'o' => format!(" {v:#o}"),
         'c' => format!(" '{}'", char::from_u32(v as u32).filter(|c| c.is_ascii_graphic()).unwrap_or('.')),
         _ => format!(" 0x{v:0w$x}"),
+    }
+}
+
+/// Tests the sandbox: `open` tries to open a file (refused with EACCES under the seccomp
+/// filter), `socket` creates a socket (not allowed: the filter kills q35dm).
+fn seccomp_probe(what: &str) -> String {
+    match what.trim() {
+        "open" => match std::fs::File::open("/proc/self/status") {
+            Ok(_) => "open: allowed\n".into(),
+            Err(e) => format!("open: {e}\n"),
+        },
+        "socket" => match std::net::UdpSocket::bind("127.0.0.1:0") {
+            Ok(_) => "socket: allowed\n".into(),
+            Err(e) => format!("socket: {e}\n"),
+        },
+        other => format!("x-seccomp-probe: expected open or socket, got {other:?}\n"),
     }
 }
 

@@ -60,6 +60,16 @@ pub fn adopt_received(raw: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Ignores SIGXFSZ, so writes past RLIMIT_FSIZE fail with EFBIG instead of killing the process.
+pub fn ignore_sigxfsz() -> Result<(), i32> {
+    // SAFETY: installing SIG_IGN runs no code in signal context; the old handler is discarded.
+    let old = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    if old == libc::SIG_ERR {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
