@@ -24,6 +24,9 @@ enum Msg<M> {
     Stop,
 }
 
+/// Consecutive event-channel failures tolerated before the guest is shut down.
+pub const MAX_EVTCHN_FAILURES: u32 = 100;
+
 /// Why the loop ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExitReason {
@@ -110,6 +113,7 @@ impl<M: IoHandler> EventLoop<M> {
         signals: Option<(BorrowedFd<'_>, &dyn Fn() -> Option<i32>)>,
     ) -> Result<ExitReason, LoopError> {
         info!("serving ioreqs for domain {}", engine.server().domid());
+        let mut failures = 0u32;
         loop {
             let evt_fd = engine.server().dm().sys().clone();
             let mut fds = vec![
@@ -128,7 +132,25 @@ impl<M: IoHandler> EventLoop<M> {
             let (ev, wk, sg) = (ready(0), ready(1), ready(2));
             drop(fds);
             if ev {
-                engine.process(machine)?;
+                match engine.process(machine) {
+                    Ok(_) => failures = 0,
+                    Err(e) => {
+                        // A read error on the event channel (EINTR storms, a transient EFBIG
+                        // after an overflow...) must not leave vCPUs blocked forever: reset the
+                        // ring and keep serving; if it persists, shut the guest down and stop.
+                        failures += 1;
+                        crate::guest_error!("event channel: {e} (failure {failures})");
+                        let _ = engine.server().dm().sys().evtchn_reset();
+                        if failures >= MAX_EVTCHN_FAILURES {
+                            log::error!("event channel keeps failing; shutting the guest down (crash)");
+                            let _ = engine.server().dm().remote_shutdown(xen_bindings::dm_op::SHUTDOWN_CRASH);
+                            return Err(e.into());
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                        // Requests whose events were lost are still READY in their slots.
+                        engine.rescan(machine);
+                    }
+                }
             } else {
                 // Xen also expects the buffered ring to be polled while requests flow.
                 engine.drain_buffered(machine);

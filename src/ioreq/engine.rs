@@ -116,6 +116,19 @@ impl Engine {
         Ok(n)
     }
 
+    /// Serves every slot that is READY, whether or not its event arrived (after event-channel
+    /// trouble, so no vCPU stays blocked on a lost notification).
+    pub fn rescan(&mut self, h: &mut dyn IoHandler) {
+        let ports: Vec<(usize, u32)> = self.server.vcpu_ports().iter().copied().enumerate().collect();
+        for (vcpu, port) in ports {
+            let ready = self.server.page().and_then(|p| p.slot(vcpu)).is_some_and(|s| s.state() == STATE_IOREQ_READY);
+            if ready {
+                self.serve_vcpu(vcpu, port, h);
+            }
+        }
+        self.drain_buffered(h);
+    }
+
     fn serve_vcpu(&mut self, vcpu: usize, port: u32, h: &mut dyn IoHandler) {
         // Copy the request out once; everything below works on the copy.
         let req = {
