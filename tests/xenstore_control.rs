@@ -21,10 +21,21 @@ impl Drop for Dm {
 
 fn start(xs: &FakeXenstored) -> Dm {
     let args = [
-        "-xen-domid", "7", "-nodefaults", "-machine", "xenfv", "-m", "256",
-        "-device", "q35dm-root-port,id=rp1,chassis=1,slot=1,bus=pcie.0,addr=1c.0",
-        "-device", "q35dm-root-port,id=rp2,chassis=1,slot=2,bus=pcie.0,addr=1d.0",
-        "--accel", "sim", "--log-level", "warn",
+        "-xen-domid",
+        "7",
+        "-nodefaults",
+        "-machine",
+        "xenfv",
+        "-m",
+        "256",
+        "-device",
+        "q35dm-root-port,id=rp1,chassis=1,slot=1,bus=pcie.0,addr=1c.0",
+        "-device",
+        "q35dm-root-port,id=rp2,chassis=1,slot=2,bus=pcie.0,addr=1d.0",
+        "--accel",
+        "sim",
+        "--log-level",
+        "warn",
     ];
     let c = Command::new(env!("CARGO_BIN_EXE_q35dm"))
         .args(args)
