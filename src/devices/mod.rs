@@ -190,7 +190,13 @@ pub fn create(req: &DeviceRequest) -> Result<Created, DeviceSpecError> {
                 why: "must be 0-8191",
             });
         }
-        let spec = PortSpec { kind, chassis: chassis as u8, slot, port_number: req.num("port")?.unwrap_or(0) as u8 };
+        let spec = PortSpec {
+            kind,
+            chassis: chassis as u8,
+            slot,
+            port_number: req.num("port")?.unwrap_or(0) as u8,
+            multifunction: req.flag("multifunction", false)?,
+        };
         let p = PciePort::new(&name, spec).map_err(|e| DeviceSpecError::Build(e.to_string()))?;
         Ok(Created { dev: Box::new(p), child_single_device: kind != PortKind::Upstream })
     };

@@ -77,6 +77,8 @@ pub struct PortSpec {
     pub slot: SlotConfig,
     /// Port number in LnkCap.
     pub port_number: u8,
+    /// Set the multi-function bit (several ports in one slot, as `addr=1c.0..1c.7`).
+    pub multifunction: bool,
 }
 
 /// A PCIe port.
@@ -115,8 +117,11 @@ impl PciePort {
             cap = cap.with_slot(spec.slot);
         }
         let aer_cfg = AerConfig::default();
-        let fspec = FunctionSpec::new(name, spec.kind.ids())
-            .express()
+        let mut fspec = FunctionSpec::new(name, spec.kind.ids()).express();
+        if spec.multifunction {
+            fspec = fspec.multifunction();
+        }
+        let fspec = fspec
             .intx(IntxPin::A)
             .cap(cap.cap_block().map_err(|e| PortError::Cap(e.to_string()))?, None)
             .msi(MsiConfig { vectors: 1, addr64: true, per_vector_mask: true }, None)

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use log::debug;
 use thiserror::Error;
 use xen_bindings::ioreq::{
-    BufIoreq, IOREQ_BUFFER_SLOT_NUM, IOREQ_READ, IOREQ_TYPE_COPY, IOREQ_TYPE_PIO, IOREQ_TYPE_TIMEOFFSET, IOREQ_WRITE,
-    STATE_IOREQ_INPROCESS, STATE_IOREQ_READY, STATE_IORESP_READY,
+    BufIoreq, Ioreq, IOREQ_BUFFER_SLOT_NUM, IOREQ_READ, IOREQ_TYPE_COPY, IOREQ_TYPE_PIO, IOREQ_TYPE_TIMEOFFSET,
+    IOREQ_WRITE, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY, STATE_IORESP_READY,
 };
 use xen_bindings::sys::SysError;
 
@@ -147,7 +147,27 @@ impl Engine {
         };
         // Buffered writes that Xen queued before this request must be seen first.
         self.drain_buffered(h);
-        let data = match decode(&req) {
+        let data = self.handle(h, &req, vcpu);
+        self.apply_effects();
+        self.stats.sync += 1;
+        let Some(slot) = self.server.page().and_then(|p| p.slot(vcpu)) else {
+            return;
+        };
+        let now = slot.state();
+        if now != STATE_IOREQ_INPROCESS {
+            guest_warn!("vCPU {vcpu}: slot state changed to {now} while its request was handled; answering anyway");
+        }
+        slot.set_data(data);
+        slot.set_state(STATE_IORESP_READY);
+        if let Err(e) = self.server.dm().sys().evtchn_notify(port) {
+            guest_error!("vCPU {vcpu}: notifying port {port}: {e}");
+        }
+    }
+
+    /// Decodes and executes one (copied) request; returns the value for `data`. Effects are left
+    /// in [`Engine::effects_mut`] for the caller to apply.
+    pub fn handle(&mut self, h: &mut dyn IoHandler, req: &Ioreq, vcpu: usize) -> u64 {
+        match decode(req) {
             Ok(Decoded::Access(a)) => {
                 let v = self.execute(h, &a);
                 if let Space::PciConfig(sbdf) = a.space {
@@ -189,20 +209,6 @@ impl Engine {
                     req.data
                 }
             }
-        };
-        self.apply_effects();
-        self.stats.sync += 1;
-        let Some(slot) = self.server.page().and_then(|p| p.slot(vcpu)) else {
-            return;
-        };
-        let now = slot.state();
-        if now != STATE_IOREQ_INPROCESS {
-            guest_warn!("vCPU {vcpu}: slot state changed to {now} while its request was handled; answering anyway");
-        }
-        slot.set_data(data);
-        slot.set_state(STATE_IORESP_READY);
-        if let Err(e) = self.server.dm().sys().evtchn_notify(port) {
-            guest_error!("vCPU {vcpu}: notifying port {port}: {e}");
         }
     }
 

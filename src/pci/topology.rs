@@ -144,6 +144,9 @@ pub struct Topology {
     mmio: RangeMap<Target>,
     pio: RangeMap<Target>,
     intx: BTreeMap<(u8, u8), u32>,
+    /// Bus number -> bus object, rebuilt by [`Topology::sync`] (so config routing is O(1)
+    /// however many buses exist); `None` while stale.
+    bus_cache: Option<Box<[Option<BusId>; 256]>>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -270,6 +273,7 @@ impl Topology {
         } else {
             None
         };
+        self.bus_cache = None;
         self.nodes.push(Some(Node { dev, bus, devfn, id: id.into(), child, powered: true, intx_root: None }));
         if let Some(b) = self.buses.get_mut(bus).and_then(Option::as_mut) {
             b.devices.insert(devfn, nid);
@@ -282,6 +286,7 @@ impl Topology {
     pub fn remove(&mut self, n: NodeId, out: &mut Outputs) -> Result<Vec<Box<dyn PciDevice>>, TopologyError> {
         let node = self.node(n).ok_or_else(|| TopologyError::NoDevice(n.to_string()))?;
         let (bus, devfn, child) = (node.bus, node.devfn, node.child);
+        self.bus_cache = None;
         let mut removed = Vec::new();
         if let Some(c) = child {
             let below: Vec<NodeId> = self.bus(c).map(|b| b.devices.values().copied().collect()).unwrap_or_default();
@@ -304,6 +309,13 @@ impl Topology {
 
     /// The bus object carrying bus number `nr`, routing from the root as type-1 cycles do.
     pub fn find_bus_nr(&self, nr: u8) -> Option<BusId> {
+        match &self.bus_cache {
+            Some(c) => c.get(usize::from(nr)).copied().flatten(),
+            None => self.walk_bus_nr(nr),
+        }
+    }
+
+    fn walk_bus_nr(&self, nr: u8) -> Option<BusId> {
         let mut cur = ROOT_BUS;
         if nr == 0 {
             return Some(cur);
@@ -506,6 +518,7 @@ impl Topology {
             return;
         }
         node.powered = on;
+        self.bus_cache = None;
         if !on {
             self.reset_node(n, ResetKind::Cold, out);
             self.reset_below(n, ResetKind::Cold, out);
@@ -513,8 +526,15 @@ impl Topology {
         self.sync(out);
     }
 
-    /// Recomputes registered SBDFs and decoded BARs from the current programming.
+    /// Recomputes registered SBDFs, decoded BARs and the bus-number table from the current
+    /// programming.
     pub fn sync(&mut self, out: &mut Outputs) {
+        self.bus_cache = None;
+        let mut cache = Box::new([None; 256]);
+        for (nr, slot) in cache.iter_mut().enumerate() {
+            *slot = self.walk_bus_nr(nr as u8);
+        }
+        self.bus_cache = Some(cache);
         let mut sbdfs = BTreeSet::new();
         let mut bars: Vec<(bool, Range, Target)> = Vec::new();
         let mut stack: Vec<Windows> = Vec::new();
