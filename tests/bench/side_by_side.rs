@@ -70,7 +70,7 @@ fn run_once(q35dm: bool, n: usize) -> Sample {
     };
     let t0 = Instant::now();
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
-    let mut q = Qmp::connect(&sock, Duration::from_secs(60));
+    let mut q = Qmp::connect_polling(&sock, Duration::from_secs(60), Duration::from_micros(200));
     let ready = t0.elapsed();
     let rss = rss_kib(child.id());
     // MMCONFIG on at 0xb0000000, then read the downstream ports' config space through it.

@@ -21,7 +21,13 @@ pub struct Qmp {
 impl Qmp {
     /// Connects (retrying until `timeout`), reads the greeting and negotiates.
     pub fn connect(path: &Path, timeout: Duration) -> Self {
-        let mut q = Self::connect_raw(path, timeout);
+        Self::connect_polling(path, timeout, Duration::from_millis(20))
+    }
+
+    /// Like `connect`, retrying every `interval` (benchmarks use a fine interval so that the
+    /// polling step does not dominate what they measure).
+    pub fn connect_polling(path: &Path, timeout: Duration, interval: Duration) -> Self {
+        let mut q = Self::connect_raw_polling(path, timeout, interval);
         let r = q.execute("qmp_capabilities", json!({}));
         assert!(r.get("return").is_some(), "qmp_capabilities: {r}");
         q
@@ -29,13 +35,18 @@ impl Qmp {
 
     /// Connects and reads the greeting only.
     pub fn connect_raw(path: &Path, timeout: Duration) -> Self {
+        Self::connect_raw_polling(path, timeout, Duration::from_millis(20))
+    }
+
+    /// Connects (retrying every `interval` until `timeout`) and reads the greeting only.
+    pub fn connect_raw_polling(path: &Path, timeout: Duration, interval: Duration) -> Self {
         let start = Instant::now();
         let s = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
                 Err(e) if start.elapsed() < timeout => {
                     let _ = e;
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(interval);
                 }
                 Err(e) => panic!("connect {}: {e}", path.display()),
             }
