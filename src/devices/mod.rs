@@ -161,9 +161,14 @@ pub fn create(req: &DeviceRequest) -> Result<Created, DeviceSpecError> {
     let name = req.id.clone().unwrap_or_else(|| req.driver.clone());
     let port = |kind: PortKind| -> Result<Created, DeviceSpecError> {
         let defaults = SlotConfig::default();
+        let power_controller = req.flag("power-controller", defaults.power_controller)?;
         let slot = SlotConfig {
             attention_button: req.flag("attn-button", defaults.attention_button)?,
-            power_controller: req.flag("power-controller", defaults.power_controller)?,
+            power_controller,
+            // A card inserted into a slot with a power controller stays unpowered (no link, so no
+            // DLLSC); pciehp enables ABPE rather than PDCE on a slot with a button, so the insertion
+            // must also press the button (as QEMU does) or the guest never hears of it.
+            press_button_on_insert: req.flag("abp-on-insert", power_controller)?,
             mrl_sensor: req.flag("mrl-sensor", defaults.mrl_sensor)?,
             attention_indicator: req.flag("attn-indicator", defaults.attention_indicator)?,
             power_indicator: req.flag("power-indicator", defaults.power_indicator)?,

@@ -57,12 +57,14 @@ impl PortKind {
     }
 
     fn ids(self) -> HeaderIds {
-        let (vendor_id, device_id) = match self {
-            PortKind::Root => (0x1b36, 0x000c),
-            PortKind::Upstream => (0x104c, 0x8232),
-            PortKind::Downstream => (0x104c, 0x8233),
+        // The switch ports carry TI XIO3130 IDs, so they also report that part's revisions (as
+        // QEMU's x3130-upstream / xio3130-downstream do).
+        let (vendor_id, device_id, revision) = match self {
+            PortKind::Root => (0x1b36, 0x000c, 0),
+            PortKind::Upstream => (0x104c, 0x8232, 2),
+            PortKind::Downstream => (0x104c, 0x8233, 1),
         };
-        HeaderIds { vendor_id, device_id, revision: 0, class_code: 0x06_04_00, ..Default::default() }
+        HeaderIds { vendor_id, device_id, revision, class_code: 0x06_04_00, ..Default::default() }
     }
 }
 

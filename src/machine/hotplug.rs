@@ -314,7 +314,11 @@ impl Machine {
             .ok_or_else(|| HotplugError::Refused("the function is not reachable yet (its bus has no number)".into()))?;
         let (name, root_bus) = {
             let node = self.pci.node(target).ok_or_else(|| TopologyError::NoDevice(target.to_string()))?;
-            (if node.id.is_empty() { node.dev.name().to_string() } else { node.id.clone() }, "pcie.0")
+            // QEMU prints the root bus path: segment and root bus number.
+            (
+                if node.id.is_empty() { node.dev.name().to_string() } else { node.id.clone() },
+                format!("{:04x}:00", sbdf.seg()),
+            )
         };
         let outcome = self
             .pci
