@@ -74,6 +74,27 @@ pub struct Served {
     pub what: String,
 }
 
+/// Behaviour of the ICH9 PM block the device model decodes (PMBASE + offset), as byte masks:
+/// `(first, last, rw, w1c)`. Bytes not listed are plain storage (read back what was written):
+/// SMI_EN/SMI_STS, the TCO and GPIO registers firmware may probe, none of which has a function
+/// under Xen. PM1_STS/PM1_EN (+0..+3) and the PM timer (+8) are emulated by Xen itself and
+/// never reach q35dm.
+const PM_MASKS: &[(usize, usize, u8, u8)] = &[
+    // PM1_CNT low byte: SCI_EN (0), BM_RLD (1); GBL_RLS (2) is write-only.
+    (0x04, 0x04, 0x03, 0x00),
+    // PM1_CNT high byte: SLP_TYP (12:10) RW; SLP_EN (13) write-only, reads 0.
+    (0x05, 0x05, 0x1c, 0x00),
+    // GPE0_STS (64 bits): write 1 to clear; nothing in q35dm raises a GPE today, so it reads 0.
+    (0x20, 0x27, 0x00, 0xff),
+    // GPE0_EN (64 bits): read/write.
+    (0x28, 0x2f, 0xff, 0x00),
+];
+
+/// `(rw, w1c)` masks of one PM block byte.
+fn pm_byte_masks(off: usize) -> (u8, u8) {
+    PM_MASKS.iter().find(|(a, b, _, _)| (*a..=*b).contains(&off)).map_or((0xff, 0), |&(_, _, rw, w1c)| (rw, w1c))
+}
+
 /// The ACPI PM registers the device model owns (PM1_STS/EN and the PM timer are Xen's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct PmRegs {
@@ -469,26 +490,24 @@ impl Machine {
             None => bytes.iter().rev().fold(0u64, |v, b| v << 8 | u64::from(*b)),
             Some(v) => {
                 for (i, b) in bytes.iter_mut().enumerate() {
-                    *b = (v >> (8 * i)) as u8;
+                    let (rw, w1c) = pm_byte_masks(off + i);
+                    let new = (v >> (8 * i)) as u8;
+                    *b = (*b & !rw & !(w1c & new)) | (new & rw);
                 }
-                // PM1_CNT at +4: SLP_EN (bit 13) with SLP_TYP (bits 12:10) = 0 is S5 in q35dm's
-                // DSDT (as in QEMU's); other sleep types are not supported and ignored.
-                if off <= 5 && off + n > 4 {
+                // PM1_CNT at +4: SLP_EN (bit 13) with SLP_TYP (bits 12:10) = 0 is S5 in the Q35
+                // DSDT of seabios-patches/ (as in QEMU's); other sleep types are not supported.
+                // SLP_EN is write-only: it is acted on here and never stored.
+                if off <= 5 && off + n > 5 && (v >> (8 * (5 - off))) & 0x20 != 0 {
                     let cnt = u16::from_le_bytes([
                         self.pm.bytes.get(4).copied().unwrap_or(0),
                         self.pm.bytes.get(5).copied().unwrap_or(0),
                     ]);
-                    if cnt & 0x2000 != 0 {
-                        if let Some(b) = self.pm.bytes.get_mut(5) {
-                            *b &= !0x20;
+                    match (cnt >> 10) & 7 {
+                        0 => {
+                            log::info!("guest entered S5: power off");
+                            fx.push(Effect::Shutdown(SHUTDOWN_POWEROFF));
                         }
-                        match (cnt >> 10) & 7 {
-                            0 => {
-                                log::info!("guest entered S5: power off");
-                                fx.push(Effect::Shutdown(SHUTDOWN_POWEROFF));
-                            }
-                            t => guest_warn!("sleep type {t} requested through PM1_CNT: not supported, ignored"),
-                        }
+                        t => guest_warn!("sleep type {t} requested through PM1_CNT: not supported, ignored"),
                     }
                 }
                 0
@@ -833,6 +852,19 @@ mod tests {
         m.write(Space::Pio, 0xb004, 2, 0x2000, &mut fx);
         assert_eq!(fx, vec![Effect::Shutdown(SHUTDOWN_POWEROFF)]);
         assert_eq!(m.read(Space::Pio, 0xb004, 2, &mut fx) & 0x2000, 0, "SLP_EN reads 0");
+        // SCI_EN sticks (hvmloader checks it); SLP_TYP 5 with SLP_EN is not S5.
+        fx.clear();
+        m.write(Space::Pio, 0xb004, 2, 0x3401, &mut fx);
+        assert!(fx.is_empty(), "{fx:?}");
+        assert_eq!(m.read(Space::Pio, 0xb004, 2, &mut fx), 0x1401);
+        m.write(Space::Pio, 0xb005, 1, 0x20, &mut fx);
+        assert_eq!(fx, vec![Effect::Shutdown(SHUTDOWN_POWEROFF)], "byte write of SLP_EN with SLP_TYP 0");
+        // GPE0_STS is write-1-to-clear and reads 0 with nothing pending; GPE0_EN is storage.
+        m.write(Space::Pio, 0xb020, 4, 0xffff_ffff, &mut fx);
+        assert_eq!(m.read(Space::Pio, 0xb020, 4, &mut fx), 0);
+        m.write(Space::Pio, 0xb028, 4, 0x0000_0204, &mut fx);
+        assert_eq!(m.read(Space::Pio, 0xb028, 2, &mut fx), 0x0204);
+        assert_eq!(m.read(Space::Pio, 0xb024, 8, &mut fx), 0x0000_0204_0000_0000, "straddles STS and EN");
     }
 
     #[test]
@@ -845,7 +877,7 @@ mod tests {
         a.write(lpc, 0x44, 1, 0x80, &mut fx);
         a.write(lpc, 0x68, 4, 0x0b0b_0a0a, &mut fx);
         a.write(Space::Pio, 0xcf8, 4, 0x8000_0090, &mut fx);
-        a.write(Space::Pio, 0xb020, 4, 0x1234_5678, &mut fx);
+        a.write(Space::Pio, 0xb028, 4, 0x1234_5678, &mut fx);
         let blob = a.save_state();
         let mut b = m();
         let mut fx = Vec::new();
@@ -855,7 +887,7 @@ mod tests {
         assert!(fx.contains(&Effect::LinkRoute { link: 3, irq: 11 }));
         assert_eq!(b.read(Space::Mmio, 0xb00f_8000, 4, &mut fx), 0x2918_8086);
         assert_eq!(b.read(Space::Pio, 0xcf8, 4, &mut fx), 0x8000_0090);
-        assert_eq!(b.read(Space::Pio, 0xb020, 4, &mut fx), 0x1234_5678);
+        assert_eq!(b.read(Space::Pio, 0xb028, 4, &mut fx), 0x1234_5678);
         assert_eq!(b.save_state(), blob, "save(load(x)) == x");
         // Corruption and mismatches are refused before anything changes.
         let mut bad = blob.clone();
