@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+pub mod aer_inbox;
 pub mod app;
 pub mod bus;
 pub mod cmdline;
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod machine;
 pub mod memory;
 pub mod monitor;
+pub mod passthrough;
 pub mod pci;
 pub mod pcie;
 pub mod runtime;

@@ -183,6 +183,14 @@ impl Vm {
             .map_err(|e| VmError::Invalid(e.to_string()))
     }
 
+    /// `(chassis, slot)` of the hot-plug port with qdev id `id`.
+    pub fn slot_of_port(&self, id: &str) -> Result<(u8, u16), VmError> {
+        let key = id.to_string();
+        self.handle
+            .call(move |m, _| m.slot_of_port(&key))?
+            .ok_or_else(|| VmError::Invalid(format!("no PCIe port with a hot-plug slot has id {id:?}")))
+    }
+
     /// `pcie_abp`.
     pub fn pcie_abp(&self, chassis: Option<u8>, slot: u16) -> Result<(u8, u16), VmError> {
         self.handle

@@ -1,8 +1,12 @@
 //! Emulated devices that plug into the board: PCIe ports and the test endpoint; the factory that
 //! turns a `-device` / `device_add` description into one.
 
+pub mod chardev;
 pub mod endpoint;
+pub mod fwcfg;
 pub mod ports;
+pub mod serial;
+pub mod xen_platform;
 
 use thiserror::Error;
 
@@ -118,7 +122,7 @@ impl DeviceRequest {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DeviceSpecError {
     /// Unknown driver.
-    #[error("device driver {0:?} is not emulated by q35dm (emulated: q35dm-root-port, q35dm-upstream-port, q35dm-downstream-port, q35dm-test-endpoint, xen-pci-passthrough)")]
+    #[error("device driver {0:?} is not emulated by q35dm (emulated: q35dm-root-port, q35dm-upstream-port, q35dm-downstream-port, q35dm-test-endpoint, xen-platform, xen-pci-passthrough)")]
     UnknownDriver(String),
     /// Bad property.
     #[error("{driver}: property {prop}={value:?}: {why}")]
@@ -214,9 +218,13 @@ pub fn create(req: &DeviceRequest) -> Result<Created, DeviceSpecError> {
             let e = endpoint::TestEndpoint::new(&name, mf).map_err(|e| DeviceSpecError::Build(e.to_string()))?;
             Ok(Created { dev: Box::new(e), child_single_device: false })
         }
-        "xen-pci-passthrough" => Err(DeviceSpecError::Unsupported(
-            "xen-pci-passthrough: host PCI passthrough is not available in this q35dm build yet".into(),
-        )),
+        xen_platform::DRIVER => {
+            let p = xen_platform::XenPlatform::new(&name).map_err(|e| DeviceSpecError::Build(e.to_string()))?;
+            Ok(Created { dev: Box::new(p), child_single_device: false })
+        }
+        "xen-pci-passthrough" => {
+            Ok(Created { dev: Box::new(crate::passthrough::create(req)?), child_single_device: false })
+        }
         other => Err(DeviceSpecError::UnknownDriver(other.to_string())),
     }
 }

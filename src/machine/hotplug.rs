@@ -179,16 +179,20 @@ impl Machine {
     fn detach_below(&mut self, port: NodeId, out: &mut Outputs) -> Result<(), HotplugError> {
         let child =
             self.pci.node(port).and_then(|x| x.child).ok_or_else(|| HotplugError::Refused("not a bridge".into()))?;
+        // The slot must let the card go first (it refuses while the interlock is engaged):
+        // removing the functions of a card the slot keeps would leave Presence Detect set
+        // over an empty bus.
+        let pfx = match self.port_mut(port) {
+            Some(p) => p.remove_card()?,
+            None => Vec::new(),
+        };
         let below: Vec<NodeId> = self.pci.bus(child).map(|b| b.devices.values().copied().collect()).unwrap_or_default();
         for k in below {
             let id = self.pci.node(k).map(|x| x.id.clone()).unwrap_or_default();
             self.pci.remove(k, out)?;
             log::info!("device {id:?} removed");
         }
-        if let Some(p) = self.port_mut(port) {
-            let pfx = p.remove_card()?;
-            self.port_fx(port, pfx, out);
-        }
+        self.port_fx(port, pfx, out);
         self.pci.sync(out);
         Ok(())
     }
@@ -221,6 +225,13 @@ impl Machine {
             .filter_map(|(n, _)| self.port(n).map(|p| (n, p)))
             .find(|(_, p)| p.slot_number() == Some(slot) && chassis.is_none_or(|c| c == p.chassis()))
             .map(|(n, _)| n)
+    }
+
+    /// `(chassis, physical slot)` of the hot-plug port with qdev id `id`.
+    pub fn slot_of_port(&self, id: &str) -> Option<(u8, u16)> {
+        let n = self.pci.find_by_id(id)?;
+        let p = self.port(n)?;
+        Some((p.chassis(), p.slot_number()?))
     }
 
     /// `pcie_abp [chassis.]slot`: presses the attention button; returns (chassis, slot).

@@ -119,7 +119,12 @@ pub struct Machine {
     pirq: [Option<u8>; 8],
     start: std::time::Instant,
     port_devices: Vec<Box<dyn PortDevice>>,
+    reset_hook: Option<ResetHook>,
 }
+
+/// Called on the loop thread for every function the guest resets by a Secondary Bus Reset on
+/// a bridge above it or by a Function Level Reset (see [`Machine::set_reset_hook`]).
+pub type ResetHook = Box<dyn FnMut(&mut Machine, NodeId, ResetKind) + Send>;
 
 impl std::fmt::Debug for Machine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,10 +166,18 @@ impl Machine {
             pirq: [None; 8],
             start: std::time::Instant::now(),
             port_devices: Vec::new(),
+            reset_hook: None,
         };
         let mut out = Outputs::default();
         m.pci.sync(&mut out);
         Ok(m)
+    }
+
+    /// Installs (or with `None` removes) the hook told about every guest-initiated Secondary
+    /// Bus Reset or FLR of a function (used by the AER inbox to reset the host function behind a
+    /// passed-through one). It runs on the loop thread, during the config write that caused it.
+    pub fn set_reset_hook(&mut self, hook: Option<ResetHook>) {
+        self.reset_hook = hook;
     }
 
     /// The guest memory layout.
@@ -257,6 +270,11 @@ impl Machine {
         self.port_devices.iter_mut().find_map(|d| d.as_any_mut().downcast_mut::<T>())
     }
 
+    /// Every port device of type `T`, in the order they were added (e.g. all serial ports).
+    pub fn port_devices_mut<T: 'static>(&mut self) -> impl Iterator<Item = &mut T> {
+        self.port_devices.iter_mut().filter_map(|d| d.as_any_mut().downcast_mut::<T>())
+    }
+
     /// Whether an MMIO access hits something the board emulates.
     pub fn claims_mmio(&self, addr: u64, size: u64) -> bool {
         self.mmio.find_access(addr, size).is_some() || self.pci.claims_mmio(addr, size)
@@ -308,6 +326,15 @@ impl Machine {
         let mut pending = out;
         for _ in 0..64 {
             fx.append(&mut pending.fx);
+            for (n, kind) in std::mem::take(&mut pending.resets) {
+                if let Some(mut hook) = self.reset_hook.take() {
+                    hook(self, n, kind);
+                    // Unless the hook installed another one.
+                    if self.reset_hook.is_none() {
+                        self.reset_hook = Some(hook);
+                    }
+                }
+            }
             for (_, p) in std::mem::take(&mut pending.platform) {
                 self.platform(p, fx);
             }
@@ -587,7 +614,8 @@ impl Machine {
     }
 
     /// The whole device state as a sealed blob (see [`crate::state`]): chipset latches, the PM
-    /// block, and every function (where it sits, its id, power, and its own state).
+    /// block, every function (where it sits, its id, power, and its own state), and every fixed-port
+    /// device's state by name.
     pub fn save_state(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u32(self.cf8);
@@ -602,6 +630,14 @@ impl Machine {
             w.str(node.dev.name());
             w.u8(u8::from(node.powered));
             w.bytes(&node.dev.save_state());
+        }
+        // Fixed-port devices (UARTs, fw_cfg, ...), by name (a board without any writes nothing).
+        if !self.port_devices.is_empty() {
+            w.u32(self.port_devices.len() as u32);
+            for d in &self.port_devices {
+                w.str(d.name());
+                w.bytes(&d.save_state());
+            }
         }
         state::seal(&w.buf)
     }
@@ -642,12 +678,31 @@ impl Machine {
                 })?;
             entries.push((node, powered, data));
         }
+        // Port-device section (absent in blobs written before port devices were saved).
+        let mut ports = Vec::new();
         if !r.done() {
-            return Err(StateError::Mismatch("trailing data after the last function".into()));
+            for _ in 0..r.u32()? {
+                let name = r.str()?;
+                let data = r.bytes()?;
+                let i = self.port_devices.iter().position(|d| d.name() == name).ok_or_else(|| {
+                    StateError::Mismatch(format!(
+                        "port device {name:?} is not present here (start with the same options)"
+                    ))
+                })?;
+                ports.push((i, data));
+            }
+        }
+        if !r.done() {
+            return Err(StateError::Mismatch("trailing data after the last device".into()));
         }
         let here = self.pci.nodes().count();
         if here != entries.len() {
             return Err(StateError::Mismatch(format!("{here} functions here, {} in the blob", entries.len())));
+        }
+        for (i, data) in ports {
+            if let Some(d) = self.port_devices.get_mut(i) {
+                d.load_state(data)?;
+            }
         }
         self.cf8 = cf8;
         self.rst_cnt = rst_cnt;

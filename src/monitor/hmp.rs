@@ -66,7 +66,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("o /fmt addr value", "I/O port write"),
     ("pci_add pci_addr=<port id>|auto driver[,prop=value]", "original form of device_add; prints the address"),
     ("pci_del pci_addr=[[domain:]bus:]slot|id", "original form of device_del"),
-    ("pcie_abp [chassis.]slot", "press the attention button of a PCIe slot"),
+    ("pcie_abp [chassis.]slot|port-id", "press the attention button of a PCIe slot"),
     (
         "pcie_aer_inject_error [-a] [-c] id <error_status> [<tlp header> [<tlp header prefix>]]",
         "inject pcie aer error (also: [[domain:]bus:]dev.fn is_correctable error_status hdr0..hdr3 [pfx0..pfx3])",
@@ -276,7 +276,12 @@ fn seccomp_probe(what: &str) -> String {
 
 fn pcie_abp(vm: &Vm, args: &str) -> Result<String, VmError> {
     let a = args.trim();
-    let bad = || VmError::Invalid(format!("pcie_abp: expected [chassis.]slot, got {a:?}"));
+    let bad = || VmError::Invalid(format!("pcie_abp: expected [chassis.]slot or a port id, got {a:?}"));
+    if !a.is_empty() && !a.starts_with(|c: char| c.is_ascii_digit()) {
+        let (c, s) = vm.slot_of_port(a)?;
+        let (c, s) = vm.pcie_abp(Some(c), s)?;
+        return Ok(format!("OK chassis {c}, slot {s}\n"));
+    }
     let (chassis, slot) = match a.split_once('.') {
         Some((c, s)) => (Some(u8::try_from(parse_num(c)?).map_err(|_| bad())?), s),
         None => (None, a),

@@ -174,6 +174,12 @@ pub trait PciDevice: Any + Send {
     fn aer_receive(&mut self, _msg: &crate::pcie::aer::AerMessage, _from_self: bool, _fx: &mut PciEffects) -> AerHop {
         AerHop::NotPort
     }
+    /// Called once by the topology right after the function was added to a bus: `root_intx` is
+    /// the root-bus device number and pin its INTx pin arrives at after the bridge swizzles
+    /// (`None` without a pin). Functions whose interrupts the hypervisor delivers itself
+    /// (passthrough: `XEN_DOMCTL_bind_pt_irq` needs the guest device and pin) act on it; the
+    /// default does nothing.
+    fn placed(&mut self, _root_intx: Option<(u8, IntxPin)>) {}
     /// The function's state for `xen-save-devices-state` (config space, MSI-X table, INTx level,
     /// plus whatever the device adds).
     fn save_state(&self) -> Vec<u8> {

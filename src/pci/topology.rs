@@ -133,6 +133,23 @@ pub struct Outputs {
     pub platform: Vec<(NodeId, PlatformEvent)>,
     /// Hot-plug port requests for the board.
     pub port: Vec<(NodeId, crate::pci::device::PortEvent)>,
+    /// Functions the guest reset by a Secondary Bus Reset on a bridge above them or by a
+    /// Function Level Reset, in order (the board reports them to its reset hook, e.g. to reset
+    /// the host function behind a passed-through one).
+    pub resets: Vec<(NodeId, ResetKind)>,
+}
+
+/// The PCI Express capability of a function, if it has one.
+fn pcie_cap(cfg: &crate::pci::config::ConfigSpace) -> Option<crate::pcie::cap::PcieCap> {
+    crate::pci::caps::walk_standard(cfg.bytes())
+        .find(u16::from(crate::pci::caps::id::EXP))
+        .map(crate::pcie::cap::PcieCap::at)
+}
+
+/// Whether a config write at `off` left Initiate Function Level Reset set (FLR-capable
+/// endpoints; the bit lives in Device Control, so only writes into the capability area count).
+fn flr_requested(cfg: &crate::pci::config::ConfigSpace, off: u16) -> bool {
+    (0x40..0x100).contains(&off) && pcie_cap(cfg).is_some_and(|c| c.flr_initiated(cfg))
 }
 
 /// The hierarchy.
@@ -278,6 +295,11 @@ impl Topology {
         if let Some(b) = self.buses.get_mut(bus).and_then(Option::as_mut) {
             b.devices.insert(devfn, nid);
         }
+        let pin = self.node(nid).and_then(|n| n.dev.config().interrupt_pin());
+        let root = pin.and_then(|p| self.root_intx(nid, p));
+        if let Some(n) = self.node_mut(nid) {
+            n.dev.placed(root);
+        }
         Ok(nid)
     }
 
@@ -396,7 +418,18 @@ impl Topology {
         let old_bctl = node.dev.config().get_u16(breg::BRIDGE_CONTROL);
         let fx = node.dev.config_write(off, size, val);
         let new_bctl = node.dev.config().get_u16(breg::BRIDGE_CONTROL);
+        let flr = !is_bridge && flr_requested(node.dev.config(), off);
         let mut rebuild = self.handle(n, fx, out);
+        if flr {
+            log::info!("{sbdf}: function level reset");
+            self.reset_node(n, ResetKind::Flr, out);
+            if let Some(node) = self.node_mut(n) {
+                if let Some(cap) = pcie_cap(node.dev.config()) {
+                    cap.clear_flr(node.dev.function_mut().config_mut());
+                }
+            }
+            rebuild = true;
+        }
         if is_bridge {
             let end = u32::from(off) + u32::from(size);
             let touches = |a: u16, b: u16| u32::from(off) < u32::from(b) && end > u32::from(a);
@@ -493,11 +526,15 @@ impl Topology {
         }
     }
 
-    /// Resets one function.
+    /// Resets one function (a Secondary Bus Reset or FLR is also reported in
+    /// [`Outputs::resets`]).
     pub fn reset_node(&mut self, n: NodeId, kind: ResetKind, out: &mut Outputs) {
         if let Some(node) = self.node_mut(n) {
             let fx = node.dev.reset(kind);
             self.handle(n, fx, out);
+            if matches!(kind, ResetKind::SecondaryBusReset | ResetKind::Flr) {
+                out.resets.push((n, kind));
+            }
         }
         self.release_intx(n, out);
     }

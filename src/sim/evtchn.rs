@@ -1,12 +1,21 @@
 //! A simulated `/dev/xen/evtchn` file: a pipe carries fired ports to the reader, exactly like the
 //! kernel's per-fd ring; each port is masked when it fires and unmasked when the reader writes it
 //! back; an event on a masked port stays pending and fires on unmask.
+//!
+//! Dom0-to-dom0 ("loopback") inter-domain channels, as two dom0 processes use them (q35dm's AER
+//! inbox allocates an unbound port for dom0, `q35dm-aerd` binds to it): Xen lets a domain bind
+//! an inter-domain channel to one of its own unbound ports (`evtchn_bind_interdomain` with
+//! `rd == ld`). [`loopback_bind`] links the new port with the unbound one, [`loopback_notify`]
+//! raises the peer, and [`loopback_close`] returns the peer to the unbound state (Xen's
+//! `evtchn_close` sets the remote end back to `ECS_UNBOUND`), so it can be bound again.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use super::{DmPort, State, DM_DOMID};
 
 #[derive(Debug, Default, Clone, Copy)]
 struct PortState {
@@ -121,6 +130,40 @@ impl EvtchnFile {
     /// The readable end (for `poll`).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.rd.as_fd()
+    }
+}
+
+/// `IOCTL_EVTCHN_BIND_INTERDOMAIN` to dom0's own port `remote_port` (which must be an unbound
+/// dom0 port that dom0 may bind): a new port in `file` linked with it. Returns the new local port
+/// or an errno (EINVAL like Xen for a port that is not unbound or not for dom0).
+pub(super) fn loopback_bind(st: &mut State, file: &Arc<EvtchnFile>, remote_port: u32) -> Result<u32, i32> {
+    let ok = st.dm_ports.get(&remote_port).is_some_and(|p| p.peer.is_none() && p.remote_dom == DM_DOMID);
+    if !ok || st.dom0_links.contains_key(&remote_port) {
+        return Err(libc::EINVAL);
+    }
+    let local = st.next_dm_port;
+    st.next_dm_port += 1;
+    file.add(local);
+    st.dm_ports.insert(local, DmPort { file: file.clone(), peer: None, remote_dom: DM_DOMID });
+    st.dom0_links.insert(local, remote_port);
+    st.dom0_links.insert(remote_port, local);
+    Ok(local)
+}
+
+/// `EVTCHNOP_send` on a dom0 port: if it is one end of a loopback channel, the other end fires.
+/// Returns whether `port` is a loopback end.
+pub(super) fn loopback_notify(st: &State, port: u32) -> bool {
+    let Some(peer) = st.dom0_links.get(&port) else { return false };
+    if let Some(p) = st.dm_ports.get(peer) {
+        p.file.fire(*peer);
+    }
+    true
+}
+
+/// The dom0 port `port` is closed: its loopback peer, if any, goes back to unbound.
+pub(super) fn loopback_close(st: &mut State, port: u32) {
+    if let Some(peer) = st.dom0_links.remove(&port) {
+        st.dom0_links.remove(&peer);
     }
 }
 

@@ -14,6 +14,7 @@
 //! - every INTx / ISA IRQ / link route / MSI / shutdown call is recorded for assertions.
 
 mod evtchn;
+pub mod pt;
 mod sys;
 mod vcpu;
 
@@ -53,11 +54,21 @@ pub struct SimConfig {
     pub ram_above_4g: u64,
     /// How long a vCPU waits for the device model before reporting a hang.
     pub wait_timeout: Duration,
+    /// The `XEN_DOMCTL_INTERFACE_VERSION` the simulated hypervisor speaks (domctls with another
+    /// version fail with EACCES, as on Xen); default 0x15 (Xen 4.17).
+    pub domctl_version: u32,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { domid: 1, nr_vcpus: 2, ram_below_4g: 256 << 20, ram_above_4g: 0, wait_timeout: Duration::from_secs(10) }
+        Self {
+            domid: 1,
+            nr_vcpus: 2,
+            ram_below_4g: 256 << 20,
+            ram_above_4g: 0,
+            wait_timeout: Duration::from_secs(10),
+            domctl_version: xen_bindings::domctl::DomctlVersion::HEADERS.raw(),
+        }
     }
 }
 
@@ -192,10 +203,14 @@ struct State {
     next_guest_port: u32,
     dm_ports: BTreeMap<u32, DmPort>,
     next_dm_port: u32,
+    /// Loopback inter-domain channels between two dom0 files (`local port -> peer local port`,
+    /// both directions), see [`evtchn`].
+    dom0_links: BTreeMap<u32, u32>,
     pci_cf8: u32,
     recorded: Vec<Recorded>,
     crashed: Option<String>,
     dm_ops: u64,
+    pt: pt::PtSimState,
 }
 
 struct Inner {

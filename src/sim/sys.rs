@@ -83,12 +83,13 @@ impl XenSys for SimSys {
         self.xen.mmap_batch(gfns, errs).map_err(|e| SysError::new(name, e))
     }
 
-    fn hypercall(&self, op: u64, _leading: &[u64], _buf: &mut [u8]) -> SysResult<i64> {
+    fn hypercall(&self, op: u64, leading: &[u64], buf: &mut [u8]) -> SysResult<i64> {
         let name = format!("IOCTL_PRIVCMD_HYPERCALL({op})");
         if self.privcmd_restrict.lock().map(|g| g.is_some()).unwrap_or(true) {
+            // Linux: "Disallow arbitrary hypercalls if restricted".
             return Err(SysError::new(name, libc::EPERM));
         }
-        Err(SysError::new(name, libc::ENOSYS))
+        self.xen.hypercall(op, leading, buf).map_err(|e| SysError::new(name, e))
     }
 
     fn privcmd_restrict(&self, dom: u16) -> SysResult<()> {
@@ -108,6 +109,11 @@ impl XenSys for SimSys {
             if g.is_some_and(|d| u32::from(d) != remote_dom) {
                 return Err(SysError::new(name, libc::EINVAL));
             }
+        }
+        if remote_dom == u32::from(DM_DOMID) && remote_dom != u32::from(self.xen.inner.cfg.domid) {
+            // A loopback channel to another dom0 process's unbound port.
+            let mut st = self.xen.lock();
+            return super::evtchn::loopback_bind(&mut st, &self.file, remote_port).map_err(|e| SysError::new(name, e));
         }
         if remote_dom != u32::from(self.xen.inner.cfg.domid) {
             return Err(SysError::new(name, libc::ESRCH));
@@ -154,6 +160,7 @@ impl XenSys for SimSys {
                 gp.bound_to = None;
             }
         }
+        super::evtchn::loopback_close(&mut st, port);
         self.file.remove(port);
         Ok(())
     }
@@ -164,6 +171,9 @@ impl XenSys for SimSys {
             Some(dp) if Arc::ptr_eq(&dp.file, &self.file) => dp.peer,
             _ => return Err(SysError::new(format!("IOCTL_EVTCHN_NOTIFY({port})"), libc::ENOTCONN)),
         };
+        if super::evtchn::loopback_notify(&st, port) {
+            return Ok(());
+        }
         if let Some(gp) = peer.and_then(|p| st.guest_ports.get_mut(&p)) {
             gp.kicks = gp.kicks.wrapping_add(1);
         }
@@ -212,6 +222,7 @@ impl Drop for SimSys {
                     gp.bound_to = None;
                 }
             }
+            super::evtchn::loopback_close(&mut st, p);
         }
     }
 }

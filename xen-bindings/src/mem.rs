@@ -170,6 +170,47 @@ impl MappedRegion {
         Ok(())
     }
 
+    /// One volatile load of exactly `size` bytes (1, 2, 4 or 8) at a naturally aligned offset,
+    /// zero-extended: a device register read must be a single access of the guest's width, never
+    /// split into bytes (passed-through BARs mapped from sysfs `resourceN`).
+    pub fn read_sized(&self, offset: usize, size: u8) -> Result<u64, OutOfBounds> {
+        let n = usize::from(size);
+        self.check_aligned(offset, n.max(1))?;
+        let p = self.ptr.as_ptr();
+        // SAFETY: [offset, offset+size) is inside the mapping and naturally aligned (checked
+        // above; the mapping itself is page aligned); each arm is one volatile load of its width.
+        let v = unsafe {
+            match size {
+                1 => u64::from(p.add(offset).read_volatile()),
+                2 => u64::from(p.add(offset).cast::<u16>().read_volatile()),
+                4 => u64::from(p.add(offset).cast::<u32>().read_volatile()),
+                8 => p.add(offset).cast::<u64>().read_volatile(),
+                _ => return Err(OutOfBounds { offset, len: n, size: self.len }),
+            }
+        };
+        Ok(v)
+    }
+
+    /// One volatile store of the low `size` bytes (1, 2, 4 or 8) of `v` at a naturally aligned
+    /// offset (see [`MappedRegion::read_sized`]).
+    pub fn write_sized(&self, offset: usize, size: u8, v: u64) -> Result<(), OutOfBounds> {
+        let n = usize::from(size);
+        self.check_aligned(offset, n.max(1))?;
+        let p = self.ptr.as_ptr();
+        // SAFETY: as in `read_sized`: in bounds, naturally aligned, one volatile store of the
+        // access width (the truncating casts keep exactly the bytes being stored).
+        unsafe {
+            match size {
+                1 => p.add(offset).write_volatile(v as u8),
+                2 => p.add(offset).cast::<u16>().write_volatile(v as u16),
+                4 => p.add(offset).cast::<u32>().write_volatile(v as u32),
+                8 => p.add(offset).cast::<u64>().write_volatile(v),
+                _ => return Err(OutOfBounds { offset, len: n, size: self.len }),
+            }
+        }
+        Ok(())
+    }
+
     fn check_aligned(&self, offset: usize, size: usize) -> Result<(), OutOfBounds> {
         self.check(offset, size)?;
         if offset % size != 0 {
@@ -289,6 +330,21 @@ mod tests {
         assert!(m.atomic_u32(2).is_err());
         let mut b = [0u8; 2];
         assert!(m.read(usize::MAX, &mut b).is_err());
+    }
+
+    #[test]
+    fn sized_accesses_are_single_and_checked() {
+        let m = MappedRegion::anonymous(4096).expect("anon");
+        m.write_sized(8, 4, 0x1_1223_3445).expect("w4");
+        assert_eq!(m.read_sized(8, 4), Ok(0x1223_3445));
+        assert_eq!(m.read_sized(8, 2), Ok(0x3445));
+        assert_eq!(m.read_sized(9, 1), Ok(0x34));
+        m.write_sized(16, 8, u64::MAX).expect("w8");
+        assert_eq!(m.read_sized(16, 8), Ok(u64::MAX));
+        assert!(m.read_sized(9, 2).is_err(), "misaligned");
+        assert!(m.read_sized(8, 3).is_err(), "bad size");
+        assert!(m.write_sized(4092, 8, 0).is_err(), "past the end");
+        assert!(m.read_sized(usize::MAX - 1, 2).is_err());
     }
 
     #[test]
