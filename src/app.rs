@@ -61,6 +61,14 @@ pub struct Options {
     pub incoming_fd: Option<i32>,
     /// Devices from `-device`, in order.
     pub devices: Vec<crate::devices::DeviceRequest>,
+    /// The chardevs of `-serial`, in order: the first is COM1 (0x3f8, IRQ 4), then COM2-COM4.
+    pub serials: Vec<crate::cmdline::chardev::Chardev>,
+    /// Every chardev of the command line, in order (what `query-chardev` lists).
+    pub chardevs: Vec<crate::cmdline::chardev::Chardev>,
+    /// fw_cfg contents: `-kernel`/`-initrd`/`-append`, vCPUs, RAM, `-nographic`, `-uuid`.
+    pub fw_cfg: crate::devices::fwcfg::FwCfgOptions,
+    /// Add the Xen platform PCI device at 00:02.0 (`-machine xenfv`).
+    pub xen_platform: bool,
 }
 
 /// Where a QMP server listens.
@@ -95,6 +103,10 @@ impl Default for Options {
             jail: crate::jail::JailSpec::default(),
             incoming_fd: None,
             devices: Vec::new(),
+            serials: Vec::new(),
+            chardevs: Vec::new(),
+            fw_cfg: crate::devices::fwcfg::FwCfgOptions::default(),
+            xen_platform: false,
         }
     }
 }
@@ -242,6 +254,10 @@ pub fn options_from(cfg: &RunConfig) -> Result<Options, AppError> {
         seccomp: any,
     };
     o.devices = vm.emulated_devices().map(crate::devices::DeviceRequest::from_spec).collect();
+    o.serials = vm.serials.iter().filter_map(|s| vm.chardev(&s.chardev).cloned()).collect();
+    o.chardevs = vm.chardevs.clone();
+    o.xen_platform = vm.machine.xen_platform();
+    o.fw_cfg = fw_cfg_options(vm, o.vcpus, o.memory_mib);
     if let Some(crate::cmdline::config::Incoming::Fd(fd)) = vm.incoming {
         o.incoming_fd = Some(fd);
     }
@@ -262,6 +278,71 @@ pub fn options_from(cfg: &RunConfig) -> Result<Options, AppError> {
         }
     }
     Ok(o)
+}
+
+/// What fw_cfg tells the firmware, from the command line (`Q35DM_ROM_DIR` names a directory
+/// searched first for the option ROM that boots `-kernel`).
+pub fn fw_cfg_options(
+    vm: &crate::cmdline::QemuConfig,
+    vcpus: u32,
+    memory_mib: u64,
+) -> crate::devices::fwcfg::FwCfgOptions {
+    let cpus = u16::try_from(vcpus).unwrap_or(u16::MAX);
+    crate::devices::fwcfg::FwCfgOptions {
+        cpus,
+        max_cpus: vm.smp.as_ref().map_or(cpus, |s| u16::try_from(s.maxcpus).unwrap_or(u16::MAX)),
+        ram_bytes: memory_mib.saturating_mul(1 << 20),
+        below_4g: ram_layout(memory_mib).0,
+        nographic: vm.display.nographic,
+        boot_menu: vm.boot.as_ref().and_then(|b| b.menu).unwrap_or(false),
+        uuid: vm.uuid.as_deref().and_then(crate::devices::fwcfg::parse_uuid),
+        kernel: vm.kernel.clone(),
+        initrd: vm.initrd.clone(),
+        append: vm.append.clone(),
+        rom_dirs: std::env::var_os(crate::devices::fwcfg::ROM_DIR_ENV)
+            .map(std::path::PathBuf::from)
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Adds the board's legacy devices: the Xen platform device (`xenfv`), the serial ports on their
+/// backends (files and ptys are opened here, before any privilege drop) and fw_cfg (reading the
+/// kernel, initrd and option ROM). Returns the `query-chardev` list: every chardev, serial
+/// backends with their real `filename` (`pty:/dev/pts/N`, `file:PATH`).
+pub fn install_legacy_devices(
+    opts: &Options,
+    machine: &mut Machine,
+) -> Result<Vec<crate::monitor::qmp::ChardevInfo>, AppError> {
+    use crate::devices::{chardev, serial, xen_platform};
+    let mut ignored = Vec::new();
+    if opts.xen_platform {
+        xen_platform::install(machine, &mut ignored).map_err(AppError::Machine)?;
+    }
+    let stdin_free = !opts.monitors.contains(&MonitorSpec::Stdio);
+    let mut opened = std::collections::BTreeMap::new();
+    for (i, cd) in opts.serials.iter().enumerate() {
+        let b = chardev::CharBackend::open(cd, stdin_free).map_err(|e| AppError::Machine(format!("-serial: {e}")))?;
+        if let Some(p) = b.pty_path() {
+            // QEMU's message (some tools read it from stderr).
+            eprintln!("char device redirected to {p} (label {})", cd.id);
+        }
+        opened.insert(cd.id.clone(), b.info());
+        let s = serial::Serial::com(i, b).map_err(|e| AppError::Machine(format!("-serial: {e}")))?;
+        machine.add_port_device(Box::new(s), &mut ignored).map_err(|e| AppError::Machine(e.to_string()))?;
+    }
+    let fw = opts.fw_cfg.build().map_err(|e| AppError::Machine(format!("fw_cfg: {e}")))?;
+    machine.add_port_device(Box::new(fw), &mut ignored).map_err(|e| AppError::Machine(e.to_string()))?;
+    Ok(opts
+        .chardevs
+        .iter()
+        .map(|cd| {
+            opened.remove(&cd.id).unwrap_or_else(|| crate::monitor::qmp::ChardevInfo {
+                label: cd.id.clone(),
+                filename: chardev::describe(cd),
+            })
+        })
+        .collect())
 }
 
 /// Runs the device model described by a parsed command line (or answers libxl's probe).
@@ -459,15 +540,21 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     let (below_4g, above_4g) = ram_layout(opts.memory_mib);
     let mut machine =
         Machine::new(crate::machine::MemLayout { below_4g, above_4g }).map_err(|e| AppError::Machine(e.to_string()))?;
+    let chardev_infos = install_legacy_devices(opts, &mut machine)?;
     for d in &opts.devices {
         let mut ignored = Vec::new();
-        machine.add_request(d, false, &mut ignored).map_err(|e| {
+        let err = |e: String| {
             AppError::Machine(format!(
                 "-device {}{}: {e}",
                 d.driver,
                 d.id.as_deref().map(|i| format!(",id={i}")).unwrap_or_default()
             ))
-        })?;
+        };
+        let n = machine.add_request(d, false, &mut ignored).map_err(|e| err(e.to_string()))?;
+        if d.driver == crate::devices::xen_platform::DRIVER {
+            crate::devices::xen_platform::attach_fixed_ports(&mut machine, n, &mut ignored)
+                .map_err(|e| err(e.to_string()))?;
+        }
     }
     let mut engine = start(opts, &backend, &machine)?;
     if let Some(fd) = opts.incoming_fd {
@@ -482,6 +569,7 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     }
     print!("{}", summary(opts, &engine, &machine));
     let (lp, handle) = event_loop::<Machine>()?;
+    crate::devices::serial::start_input(&mut machine, &handle)?;
     let initial = if opts.incoming_fd.is_some() {
         RunState::Paused
     } else if opts.start_paused {
@@ -491,6 +579,9 @@ pub fn run(opts: &Options) -> Result<ExitReason, AppError> {
     };
     let vm = Vm::new(handle, backend.sim.clone(), initial);
     let qctx = QmpContext::new(vm.clone(), engine.server().nr_vcpus() as u32, Box::new(DmHandlers { vm: vm.clone() }));
+    if let Ok(mut c) = qctx.chardevs.lock() {
+        *c = chardev_infos;
+    }
     for q in &opts.qmp {
         let (l, name) = match q {
             QmpSpec::Path(p) => (qmp::bind_path(p)?, p.display().to_string()),

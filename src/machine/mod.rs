@@ -646,6 +646,18 @@ impl Machine {
     /// checksum, and that it describes exactly the functions this board has) before anything
     /// changes; then every function re-derives its decode and the board claims what it decodes.
     pub fn load_state(&mut self, blob: &[u8], fx: &mut Effects) -> Result<(), StateError> {
+        // A function checks its own part only as it loads it, after others have loaded theirs:
+        // if one refuses, go back to the state we had (our own state always loads). Nothing was
+        // handed out for the hypervisor yet, so the effects of going back are dropped too.
+        let before = self.save_state();
+        self.load_state_once(blob, fx).inspect_err(|_| {
+            if let Err(e) = self.load_state_once(&before, &mut Vec::new()) {
+                log::error!("restoring the state from before a refused load failed: {e}");
+            }
+        })
+    }
+
+    fn load_state_once(&mut self, blob: &[u8], fx: &mut Effects) -> Result<(), StateError> {
         let payload = state::open(blob)?;
         let mut r = Reader::new(payload);
         let cf8 = r.u32()?;
@@ -676,6 +688,9 @@ impl Machine {
                         devfn & 7
                     ))
                 })?;
+            if entries.iter().any(|(n, _, _)| *n == node) {
+                return Err(StateError::Mismatch(format!("{name} {id:?} appears twice in the blob")));
+            }
             entries.push((node, powered, data));
         }
         // Port-device section (absent in blobs written before port devices were saved).
